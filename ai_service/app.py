@@ -1,0 +1,30 @@
+"""ai_service app factory."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ai_service.api import router
+from ai_service.chat import ChatEngine
+from ai_service.modes import load_modes
+from ai_service.settings import AIServiceSettings
+from ai_service.upstreams import build_upstreams
+from common.app import create_service_app
+
+
+def create_app(settings: AIServiceSettings | None = None) -> FastAPI:
+    settings = settings or AIServiceSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await app.state.engine.router.aclose()
+
+    app = create_service_app("ai_service", settings, lifespan=lifespan)
+    app.state.modes = load_modes(settings.chat_modes_file)
+    app.state.engine = ChatEngine(settings, build_upstreams(settings, app.state.metrics))
+    app.state.readiness.required["local_llm"] = app.state.engine.check_local
+    app.include_router(router)
+    return app

@@ -1,0 +1,85 @@
+"""Chat orchestration: classification, route plan, model/adapter resolution. No FastAPI here."""
+
+from __future__ import annotations
+
+import time
+
+from ai_service.modes import ChatMode, latest_adapter_version
+from ai_service.routing import RoutingConfig, Tier, effective_classification, plan_route
+from ai_service.settings import AIServiceSettings
+from ai_service.upstreams import Served, UpstreamRouter
+from common.errors import OpenAIError
+from common.protocol import ChatCompletionRequest
+
+MODEL_LIST_TTL_SEC = 5.0
+
+
+class ChatEngine:
+    def __init__(self, settings: AIServiceSettings, router: UpstreamRouter):
+        self.settings = settings
+        self.router = router
+        self.routing = RoutingConfig(
+            policy=settings.llm_routing_policy,
+            app_env=settings.app_env,
+            cloud_fallback_nonprod=settings.llm_enable_cloud_fallback_nonprod,
+            cloud_configured=settings.cloud_configured,
+        )
+        self._models: list[dict] = []
+        self._models_fetched_at = 0.0
+
+    # --- models -------------------------------------------------------------------
+    async def local_models(self, *, fresh: bool = False) -> list[dict]:
+        """The local vLLM's model list (base model and loaded LoRA adapters), briefly cached."""
+        if fresh or time.monotonic() - self._models_fetched_at > MODEL_LIST_TTL_SEC:
+            local = self.router.upstreams[Tier.LOCAL]
+            response = await local.client.get("/models", headers=local.headers())
+            response.raise_for_status()
+            self._models = response.json().get("data", [])
+            self._models_fetched_at = time.monotonic()
+        return self._models
+
+    async def local_model_ids(self) -> list[str]:
+        try:
+            return [m["id"] for m in await self.local_models()]
+        except Exception:
+            return []  # local down: routing will find out and fall back or fail properly
+
+    async def resolve_model(self, requested: str) -> str:
+        """'' means the base model; an adapter family name ('peer') means its newest version."""
+        if not requested:
+            return self.settings.llm_model_local
+        ids = await self.local_model_ids()
+        if requested in ids:
+            return requested
+        return latest_adapter_version(requested, ids) or requested
+
+    async def adapter_for_mode(self, mode: ChatMode) -> str | None:
+        if not mode.adapter:
+            return None
+        return latest_adapter_version(mode.adapter, await self.local_model_ids())
+
+    # --- classification and routing ---------------------------------------------------
+    @staticmethod
+    def classification(key_default: str, header_value: str | None, request: ChatCompletionRequest) -> str:
+        metadata_value = (request.metadata or {}).get("data_classification")
+        try:
+            return effective_classification(key_default, header_value, metadata_value)
+        except ValueError as exc:
+            raise OpenAIError(400, str(exc), param="metadata.data_classification", code="invalid_classification")
+
+    async def complete(self, request: ChatCompletionRequest, model: str, classification: str) -> Served:
+        plan = plan_route(self.routing, classification)
+        body = request.upstream_body(model)
+        if request.stream:
+            return await self.router.stream(plan, body, model)
+        return await self.router.complete(plan, body, model)
+
+    async def check_local(self) -> None:
+        await self.local_models(fresh=True)
+
+    def response_headers(self, served: Served, classification: str) -> dict[str, str]:
+        return {
+            "x-tutorstack-upstream": served.tier.value,
+            "x-tutorstack-model": served.model,
+            "x-tutorstack-data-classification": classification,
+        }

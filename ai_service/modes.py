@@ -1,0 +1,79 @@
+"""Chat modes: a system prompt plus an optional LoRA adapter family, and the `_rag` suffix.
+
+Pure logic. Modes come with defaults here and can be overridden or extended by a YAML file
+(CHAT_MODES_FILE) of the shape:  {mode_name: {system_prompt: str, adapter: str | null}}.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+RAG_SUFFIX = "_rag"
+
+
+@dataclass(frozen=True)
+class ChatMode:
+    name: str
+    system_prompt: str
+    adapter: str | None = None  # an adapter family ("peer"); the newest loaded version serves it
+
+
+DEFAULT_MODES: dict[str, ChatMode] = {
+    "tutor": ChatMode(
+        "tutor",
+        "You are a patient writing tutor for students in a writing course. Explain clearly, "
+        "point to the one most important improvement first, and ask one question that helps "
+        "the student think. Do not write the student's assignment for them.",
+    ),
+    "peer": ChatMode(
+        "peer",
+        "You are a friendly peer writing buddy: a fellow student who reads a classmate's draft, "
+        "says what works, and suggests one or two concrete changes in a casual, encouraging tone.",
+        adapter="peer",
+    ),
+}
+
+
+class UnknownModeError(ValueError):
+    def __init__(self, mode: str, valid: list[str]):
+        self.valid = valid
+        super().__init__(f"Unknown mode {mode!r}. Valid modes: {', '.join(valid)}")
+
+
+def load_modes(path: str | None) -> dict[str, ChatMode]:
+    modes = dict(DEFAULT_MODES)
+    if not path:
+        return modes
+    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    for name, spec in raw.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name.endswith(RAG_SUFFIX):
+            raise ValueError(f"{path}: invalid mode name {name!r}")
+        if not isinstance(spec, dict) or not isinstance(spec.get("system_prompt"), str):
+            raise ValueError(f"{path}: mode {name!r} needs a system_prompt string")
+        modes[name] = ChatMode(name, spec["system_prompt"], spec.get("adapter"))
+    return modes
+
+
+def valid_mode_names(modes: dict[str, ChatMode]) -> list[str]:
+    return sorted(modes) + sorted(name + RAG_SUFFIX for name in modes)
+
+
+def resolve_mode(requested: str, modes: dict[str, ChatMode]) -> tuple[ChatMode, bool]:
+    """Returns the mode and whether retrieval is asked for (`tutor_rag` -> tutor, True)."""
+    base, rag = requested, False
+    if requested.endswith(RAG_SUFFIX):
+        base, rag = requested[: -len(RAG_SUFFIX)], True
+    if base not in modes:
+        raise UnknownModeError(requested, valid_mode_names(modes))
+    return modes[base], rag
+
+
+def latest_adapter_version(family: str, model_ids: list[str]) -> str | None:
+    """The served adapter `<family>-v<N>` with the highest N, or None when none is loaded."""
+    pattern = re.compile(rf"^{re.escape(family)}-v(\d+)$")
+    versions = [(int(m.group(1)), model_id) for model_id in model_ids if (m := pattern.match(model_id))]
+    return max(versions)[1] if versions else None

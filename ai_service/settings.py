@@ -1,0 +1,50 @@
+"""ai_service configuration: one pydantic-settings class, names fixed by the architecture."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from ai_service.routing import Policy
+from common.settings import ServiceSettings
+
+
+class AIServiceSettings(ServiceSettings):
+    host: str = Field("127.0.0.1", alias="AI_SERVICE_HOST")
+    port: int = Field(8001, alias="AI_SERVICE_PORT")
+
+    llm_routing_policy: Policy = Policy.LOCAL_FIRST
+    ai_gateway_shared_token: str = ""
+    llm_enable_cloud_fallback_nonprod: bool = False
+    llm_local_timeout_sec: float = Field(30.0, gt=0)
+    llm_cloud_timeout_sec: float = Field(60.0, gt=0)
+    llm_base_url_local: str = "http://localhost:8000/v1"
+    llm_api_key_local: str = "dummy"
+    llm_model_local: str = "SmolLM2-135M-Instruct"
+    llm_base_url_cloud: str = ""
+    llm_api_key_cloud: str = ""
+    llm_model_cloud: str = ""
+
+    circuit_failure_threshold: int = Field(5, ge=1)
+    circuit_reset_sec: float = Field(30.0, gt=0)
+    # YAML file overriding or adding chat modes (see ai_service/modes.py for the shape).
+    chat_modes_file: str = ""
+
+    graph_rag_enabled: bool = True
+    graph_rag_url: str = "http://localhost:8002"
+    graph_rag_timeout_sec: float = 5.0
+
+    @model_validator(mode="after")
+    def _check_required(self) -> "AIServiceSettings":
+        if not self.llm_api_key_local.strip():
+            raise ValueError("LLM_API_KEY_LOCAL must be non-empty (use any value, e.g. 'dummy', for a vLLM without --api-key)")
+        if self.app_env != "dev" and not self.ai_gateway_shared_token:
+            raise ValueError(f"AI_GATEWAY_SHARED_TOKEN is required when APP_ENV={self.app_env} (only dev may run without it)")
+        if self.llm_base_url_cloud and not self.llm_model_cloud:
+            raise ValueError("LLM_MODEL_CLOUD must be set when LLM_BASE_URL_CLOUD is")
+        if self.llm_routing_policy is Policy.CLOUD_ONLY and not self.llm_base_url_cloud:
+            raise ValueError("LLM_ROUTING_POLICY=cloud_only needs LLM_BASE_URL_CLOUD")
+        return self
+
+    @property
+    def cloud_configured(self) -> bool:
+        return bool(self.llm_base_url_cloud and self.llm_model_cloud)

@@ -1,0 +1,17 @@
+"""The settings base every service's own pydantic-settings class extends."""
+
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    app_env: Literal["dev", "test", "prod"] = "dev"
+    log_level: str = "INFO"
+    redis_url: str = "redis://localhost:6379/0"
+
+    @property
+    def is_prod(self) -> bool:
+        return self.app_env == "prod"

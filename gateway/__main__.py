@@ -1,0 +1,91 @@
+"""`python -m gateway serve` runs the gateway; `python -m gateway keys ...` manages API keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+
+from gateway.keys import APIKeyStore
+from gateway.settings import GatewaySettings
+
+
+def _settings() -> GatewaySettings:
+    try:
+        return GatewaySettings()
+    except ValidationError as exc:
+        sys.exit(f"gateway: invalid configuration:\n{exc}")
+
+
+async def _with_store(action):
+    redis = aioredis.from_url(_settings().redis_url)
+    try:
+        return await action(APIKeyStore(redis))
+    finally:
+        await redis.aclose()
+
+
+async def _ensure_dev_key(store: APIKeyStore, path: Path, rpm: int) -> str:
+    """Reuse the key in `path` while Redis still knows it; otherwise create one and write it there."""
+    if path.exists():
+        plain = path.read_text().strip()
+        if plain and await store.lookup(plain):
+            return plain
+    plain, _ = await store.create("dev", classification="private", rpm=rpm)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(plain + "\n")
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+    return plain
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the gateway (GATEWAY_HOST:GATEWAY_PORT)")
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--classification", choices=["private", "public"], default="private",
+                        help="default data classification of the key's requests (private: never sent to the cloud)")
+    create.add_argument("--rpm", type=int, default=None, help="requests per minute (default GATEWAY_DEFAULT_RPM)")
+    keys.add_parser("list", help="list keys (never the secret)")
+    revoke = keys.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    dev = keys.add_parser("ensure-dev", help="create the development key once and keep it in a local file")
+    dev.add_argument("--file", type=Path, default=Path(".tutorstack/dev-api-key"))
+    dev.add_argument("--rpm", type=int, default=600)
+    args = parser.parse_args(argv)
+
+    if args.command == "serve":
+        import uvicorn
+
+        from gateway.app import create_app
+
+        settings = _settings()
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+                    timeout_graceful_shutdown=5)
+    elif args.keys_command == "create":
+        rpm = args.rpm or _settings().default_rpm
+        plain, key = asyncio.run(_with_store(lambda s: s.create(args.name, classification=args.classification, rpm=rpm)))
+        print(f"id={key.id} name={key.name} classification={key.classification} rpm={key.rpm}", file=sys.stderr)
+        print(plain)
+    elif args.keys_command == "list":
+        for key in asyncio.run(_with_store(lambda s: s.list())):
+            print(f"{key.id}  {key.name:20s} {key.classification:8s} rpm={key.rpm}")
+    elif args.keys_command == "revoke":
+        if not asyncio.run(_with_store(lambda s: s.revoke(args.key_id))):
+            sys.exit(f"no key with id {args.key_id}")
+        print(f"revoked {args.key_id}")
+    elif args.keys_command == "ensure-dev":
+        print(asyncio.run(_with_store(lambda s: _ensure_dev_key(s, args.file, args.rpm))))
+
+
+if __name__ == "__main__":
+    main()
