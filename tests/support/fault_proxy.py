@@ -1,0 +1,95 @@
+"""A fault-injecting HTTP proxy that tests own: it forwards to a real upstream (vLLM) and,
+on command, refuses connections (killed), hangs, answers 500, or cuts a stream after its
+first chunk. Runs uvicorn in a thread on a fixed port so it can be killed and revived."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+MODES = ("pass", "hang", "error500", "cut_after_first_chunk")
+
+
+class FaultProxy:
+    def __init__(self, target: str, port: int):
+        self.target = target.rstrip("/")
+        self.port = port
+        self.mode = "pass"
+        self.requests_seen = 0
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def set_mode(self, mode: str) -> None:
+        assert mode in MODES, mode
+        self.mode = mode
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self) -> "FaultProxy":
+        app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST"])])
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.time() + 10
+        while not self._server.started:
+            if time.time() > deadline:
+                raise RuntimeError("fault proxy did not start")
+            time.sleep(0.02)
+        return self
+
+    def kill(self) -> None:
+        """Stop listening: clients get a real connection refused."""
+        if self._server is not None:
+            self._server.should_exit = True
+            self._server.force_exit = True
+            self._thread.join(timeout=10)
+            self._server = None
+
+    def revive(self) -> None:
+        if self._server is None:
+            self.start()
+
+    # --- forwarding ------------------------------------------------------------------------
+    async def _handle(self, request: Request) -> Response:
+        self.requests_seen += 1
+        mode = self.mode
+        if mode == "hang":
+            await asyncio.sleep(3600)
+        if mode == "error500":
+            return JSONResponse({"error": {"message": "injected failure", "type": "server_error",
+                                           "param": None, "code": None}}, status_code=500)
+        body = await request.body()
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "authorization", "accept")}
+        client = httpx.AsyncClient(timeout=120)
+        upstream = await client.send(
+            client.build_request(request.method, self.target + request.url.path, content=body, headers=headers),
+            stream=True,
+        )
+
+        async def relay():
+            try:
+                first = True
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+                    if mode == "cut_after_first_chunk" and first:
+                        await asyncio.sleep(0.05)
+                        raise ConnectionAbortedError("injected: stream cut after the first chunk")
+                    first = False
+            finally:
+                await upstream.aclose()
+                await client.aclose()
+
+        content_type = upstream.headers.get("content-type", "application/json")
+        return StreamingResponse(relay(), status_code=upstream.status_code, media_type=content_type)

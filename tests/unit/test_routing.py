@@ -1,0 +1,155 @@
+"""The routing policy's whole decision table, the circuit breaker and classification rules."""
+
+import itertools
+
+import pytest
+
+from ai_service.routing import (
+    CircuitBreaker,
+    ClassificationError,
+    Failure,
+    Policy,
+    RoutingConfig,
+    Tier,
+    classify_status,
+    effective_classification,
+    plan_route,
+    should_fall_back,
+)
+
+LOCAL, CLOUD = Tier.LOCAL, Tier.CLOUD
+
+
+def expected_tiers(policy, env, classification, nonprod_flag, cloud_configured):
+    """The architecture page's rules, written independently of the implementation."""
+    cloud_ok = cloud_configured and classification == "public"
+    if policy == "local_only":
+        return (LOCAL,)
+    if policy == "cloud_only":
+        return (CLOUD,) if cloud_ok else ()
+    fallback_ok = cloud_ok and (env == "prod" or nonprod_flag)
+    return (LOCAL, CLOUD) if fallback_ok else (LOCAL,)
+
+
+TABLE = list(itertools.product(
+    ["local_first", "local_only", "cloud_only"], ["dev", "test", "prod"], ["public", "private"], [True, False], [True, False],
+))
+
+
+@pytest.mark.parametrize("policy,env,classification,nonprod_flag,cloud_configured", TABLE)
+def test_plan_matches_decision_table(policy, env, classification, nonprod_flag, cloud_configured):
+    config = RoutingConfig(Policy(policy), env, nonprod_flag, cloud_configured)
+    plan = plan_route(config, classification)
+    assert plan.tiers == expected_tiers(policy, env, classification, nonprod_flag, cloud_configured)
+    if CLOUD not in plan.tiers:
+        assert plan.cloud_excluded_because  # the client is told why there is no cloud fallback
+
+
+def test_private_never_reaches_cloud_in_any_configuration():
+    for policy, env, _, flag, configured in TABLE:
+        plan = plan_route(RoutingConfig(Policy(policy), env, flag, configured), "private")
+        assert CLOUD not in plan.tiers
+
+
+def test_prod_falls_back_only_for_public():
+    config = RoutingConfig(Policy.LOCAL_FIRST, "prod", False, True)
+    assert plan_route(config, "public").tiers == (LOCAL, CLOUD)
+    plan = plan_route(config, "private")
+    assert plan.tiers == (LOCAL,) and "private" in plan.cloud_excluded_because
+
+
+def test_nonprod_needs_the_flag():
+    assert plan_route(RoutingConfig(Policy.LOCAL_FIRST, "dev", False, True), "public").tiers == (LOCAL,)
+    assert plan_route(RoutingConfig(Policy.LOCAL_FIRST, "dev", True, True), "public").tiers == (LOCAL, CLOUD)
+    why = plan_route(RoutingConfig(Policy.LOCAL_FIRST, "test", False, True), "public").cloud_excluded_because
+    assert "LLM_ENABLE_CLOUD_FALLBACK_NONPROD" in why
+
+
+@pytest.mark.parametrize("failure,first_byte_sent,expected", [
+    (Failure.CONNECT, False, True),
+    (Failure.TIMEOUT, False, True),
+    (Failure.SERVER_ERROR, False, True),
+    (Failure.CIRCUIT_OPEN, False, True),
+    (Failure.CLIENT_ERROR, False, False),
+    (Failure.CONNECT, True, False),
+    (Failure.TIMEOUT, True, False),
+    (Failure.SERVER_ERROR, True, False),
+    (Failure.CIRCUIT_OPEN, True, False),
+    (Failure.CLIENT_ERROR, True, False),
+])
+def test_fallback_by_failure_kind_and_stream_progress(failure, first_byte_sent, expected):
+    assert should_fall_back(failure, first_byte_sent=first_byte_sent) is expected
+
+
+@pytest.mark.parametrize("status,failure", [(200, None), (201, None), (400, Failure.CLIENT_ERROR),
+                                            (404, Failure.CLIENT_ERROR), (429, Failure.CLIENT_ERROR),
+                                            (500, Failure.SERVER_ERROR), (503, Failure.SERVER_ERROR)])
+def test_status_classification(status, failure):
+    assert classify_status(status) is failure
+
+
+@pytest.mark.parametrize("key_default,requested,expected", [
+    ("private", [None, None], "private"),
+    ("public", [None, None], "public"),
+    ("public", ["private", None], "private"),   # a request may raise its classification
+    ("public", [None, "private"], "private"),
+    ("private", ["public", "public"], "private"),  # ...but never lower it
+    ("public", ["PUBLIC", ""], "public"),
+    ("bogus-default", [None], "private"),  # an unknown key default is treated as private
+])
+def test_effective_classification(key_default, requested, expected):
+    assert effective_classification(key_default, *requested) == expected
+
+
+def test_invalid_classification_is_rejected():
+    with pytest.raises(ClassificationError):
+        effective_classification("public", "secret")
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_breaker_opens_after_threshold_and_half_opens_after_reset():
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=3, reset_after_sec=10, clock=clock)
+    for _ in range(2):
+        assert breaker.allow_request()
+        breaker.record_failure()
+    assert breaker.state == "closed"
+    breaker.record_failure()
+    assert breaker.state == "open" and not breaker.allow_request()
+    clock.now = 9.9
+    assert not breaker.allow_request()
+    clock.now = 10.0
+    assert breaker.state == "half_open"
+    assert breaker.allow_request()       # one trial request
+    assert not breaker.allow_request()   # ...and only one while it is in flight
+    breaker.record_success()
+    assert breaker.state == "closed" and breaker.allow_request()
+
+
+def test_breaker_failed_trial_reopens_for_a_full_period():
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_after_sec=5, clock=clock)
+    breaker.record_failure()
+    clock.now = 5
+    assert breaker.allow_request()
+    breaker.record_failure()
+    assert breaker.state == "open"
+    clock.now = 9.9
+    assert not breaker.allow_request()
+    clock.now = 10
+    assert breaker.allow_request()
+
+
+def test_success_resets_the_failure_count():
+    breaker = CircuitBreaker(failure_threshold=2, reset_after_sec=5, clock=FakeClock())
+    breaker.record_failure()
+    breaker.record_success()
+    breaker.record_failure()
+    assert breaker.state == "closed"
