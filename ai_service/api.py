@@ -33,7 +33,7 @@ class ModeChatRequest(BaseModel):
     top_k: int = Field(default=5, ge=1, le=20, description="passages to retrieve in _rag modes")
 
 
-def engine(request: Request) -> ChatEngine:
+async def engine(request: Request) -> ChatEngine:
     return request.app.state.engine
 
 

@@ -21,7 +21,7 @@ class Caller:
     key_classification: str  # the API key's default: private unless created public
 
 
-def gateway_caller(request: Request) -> Caller:
+async def gateway_caller(request: Request) -> Caller:
     """FastAPI dependency: refuses requests that did not come through the gateway (outside dev)."""
     settings = request.app.state.settings
     expected = settings.ai_gateway_shared_token

@@ -1,0 +1,103 @@
+"""Bring up the real stack (llm_server/vLLM, ai_service, gateway) for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.processes import REPO_ROOT, Process, free_port, python_module, wait_healthy
+
+BASE_MODEL = "SmolLM2-135M-Instruct"
+SAMPLE_ADAPTER = "peer-v1"
+VLLM_START_TIMEOUT = float(os.environ.get("TUTORSTACK_VLLM_START_TIMEOUT", "420"))
+
+
+def tutorstack_home() -> Path:
+    return Path(os.environ.get("TUTORSTACK_HOME", Path.home() / ".cache" / "tutorstack"))
+
+
+@dataclass
+class VllmStack:
+    vllm_url: str  # http://127.0.0.1:PORT (OpenAI API under /v1)
+    control_url: str  # llm_server control API
+    adapters_dir: Path
+    api_key: str
+    process: Process
+
+
+def ensure_model_and_sample_adapter() -> None:
+    # Both are cached under TUTORSTACK_HOME; `make test` has already run them, so these are no-ops there.
+    for command in (["pull"], ["build-sample-adapter"]):
+        subprocess.run(python_module("llm_server", *command), cwd=REPO_ROOT, check=True)
+
+
+def start_vllm(workdir: Path) -> VllmStack:
+    ensure_model_and_sample_adapter()
+    adapters_dir = workdir / "adapters"  # a copy: tests publish adapters without touching the user's
+    shutil.copytree(tutorstack_home() / "adapters" / SAMPLE_ADAPTER, adapters_dir / SAMPLE_ADAPTER)
+    vllm_port, control_port = free_port(), free_port()
+    api_key = "test-vllm-key"
+    env = {**os.environ, "VLLM_PORT": str(vllm_port), "LLM_SERVER_PORT": str(control_port),
+           "LLM_ADAPTERS_DIR": str(adapters_dir), "LLM_API_KEY_LOCAL": api_key, "APP_ENV": "test",
+           "LLM_SERVER_HOST": "127.0.0.1"}
+    proc = Process("llm_server", python_module("llm_server", "serve"), env, workdir)
+    stack = VllmStack(f"http://127.0.0.1:{vllm_port}", f"http://127.0.0.1:{control_port}", adapters_dir, api_key, proc)
+    try:
+        wait_healthy(f"{stack.control_url}/readyz", proc, VLLM_START_TIMEOUT)
+    except Exception:
+        proc.stop()
+        raise
+    return stack
+
+
+@dataclass
+class Platform:
+    gateway_url: str
+    ai_service_url: str
+    shared_token: str
+    gateway_env: dict
+    processes: dict[str, Process]
+
+    def create_key(self, name: str, classification: str = "private", rpm: int = 1000) -> str:
+        result = subprocess.run(
+            python_module("gateway", "keys", "create", "--name", name, "--classification", classification,
+                          "--rpm", str(rpm)),
+            env=self.gateway_env, cwd=REPO_ROOT, check=True, capture_output=True, text=True)
+        return result.stdout.strip()
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            proc.stop()
+
+
+def start_platform(workdir: Path, redis_url: str, *, local_url: str, local_api_key: str,
+                   cloud_url: str = "", ai_env: dict | None = None, gateway_env: dict | None = None) -> Platform:
+    """ai_service (LLM_BASE_URL_LOCAL=local_url, optional cloud tier) and the gateway in front of it."""
+    token = "test-shared-token"
+    ai_port, gateway_port = free_port(), free_port()
+    common = {**os.environ, "APP_ENV": "test", "AI_GATEWAY_SHARED_TOKEN": token, "REDIS_URL": redis_url}
+    ai = {
+        **common,
+        "AI_SERVICE_PORT": str(ai_port),
+        "LLM_BASE_URL_LOCAL": f"{local_url}/v1",
+        "LLM_API_KEY_LOCAL": local_api_key,
+        "LLM_MODEL_LOCAL": BASE_MODEL,
+        **({"LLM_BASE_URL_CLOUD": f"{cloud_url}/v1", "LLM_API_KEY_CLOUD": local_api_key,
+            "LLM_MODEL_CLOUD": BASE_MODEL} if cloud_url else {}),
+        **(ai_env or {}),
+    }
+    gateway = {**common, "GATEWAY_PORT": str(gateway_port), "AI_SERVICE_URL": f"http://127.0.0.1:{ai_port}",
+               **(gateway_env or {})}
+    processes = {"ai_service": Process("ai_service", python_module("ai_service"), ai, workdir),
+                 "gateway": Process("gateway", python_module("gateway", "serve"), gateway, workdir)}
+    platform = Platform(f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{ai_port}", token, gateway, processes)
+    try:
+        wait_healthy(f"{platform.ai_service_url}/healthz", processes["ai_service"], 60)
+        wait_healthy(f"{platform.gateway_url}/healthz", processes["gateway"], 60)
+    except Exception:
+        platform.stop()
+        raise
+    return platform
