@@ -1,0 +1,21 @@
+"""graphrag settings. The variable names are the platform's (see .env.example)."""
+
+from pathlib import Path
+
+from pydantic import Field
+
+from common.paths import tutorstack_home
+from common.settings import ServiceSettings
+
+MAX_TOP_K = 50
+
+
+class GraphRAGSettings(ServiceSettings):
+    host: str = Field(default="127.0.0.1", validation_alias="GRAPHRAG_HOST")
+    port: int = Field(default=8002, validation_alias="GRAPHRAG_PORT")
+    graph_rag_enabled: bool = True
+    graph_rag_index_path: Path = Field(default_factory=lambda: tutorstack_home() / "graphrag" / "index")
+    embedding_provider: str = ""  # none | minilm | hashing | st:/path (see graphrag/dense.py)
+    vector_store_path: Path = Field(default_factory=lambda: tutorstack_home() / "graphrag" / "vectors")
+    # How often the service looks at the index's CURRENT pointer for a new version.
+    graph_rag_reload_interval_sec: float = 2.0
