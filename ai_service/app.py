@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from ai_service.api import router
 from ai_service.chat import ChatEngine
 from ai_service.modes import load_modes
+from ai_service.routing import Policy
 from ai_service.settings import AIServiceSettings
 from ai_service.upstreams import build_upstreams
 from common.app import create_service_app
@@ -25,6 +26,13 @@ def create_app(settings: AIServiceSettings | None = None) -> FastAPI:
     app = create_service_app("ai_service", settings, lifespan=lifespan)
     app.state.modes = load_modes(settings.chat_modes_file)
     app.state.engine = ChatEngine(settings, build_upstreams(settings, app.state.metrics))
-    app.state.readiness.required["local_llm"] = app.state.engine.check_local
+    engine = app.state.engine
+    # The tier the policy depends on must be up; the other one is reported, not required.
+    if settings.llm_routing_policy is Policy.CLOUD_ONLY:
+        app.state.readiness.required["cloud_llm"] = engine.check_cloud
+    else:
+        app.state.readiness.required["local_llm"] = engine.check_local
+        if settings.cloud_configured:
+            app.state.readiness.optional["cloud_llm"] = engine.check_cloud
     app.include_router(router)
     return app

@@ -77,6 +77,11 @@ class ChatEngine:
     async def check_local(self) -> None:
         await self.local_models(fresh=True)
 
+    async def check_cloud(self) -> None:
+        cloud = self.router.upstreams[Tier.CLOUD]
+        response = await cloud.client.get("/models", headers=cloud.headers())
+        response.raise_for_status()
+
     def response_headers(self, served: Served, classification: str) -> dict[str, str]:
         return {
             "x-tutorstack-upstream": served.tier.value,
