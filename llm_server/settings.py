@@ -1,0 +1,60 @@
+"""llm_server configuration: one pydantic-settings class (env names in the field aliases)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+
+from common.paths import tutorstack_home
+from common.settings import ServiceSettings
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+class LLMServerSettings(ServiceSettings):
+    # Control API (this package's own FastAPI app).
+    host: str = Field("127.0.0.1", alias="LLM_SERVER_HOST")
+    port: int = Field(8010, alias="LLM_SERVER_PORT")
+
+    # The vLLM child process. Port 8000 so LLM_BASE_URL_LOCAL points straight at vLLM.
+    vllm_host: str = Field("127.0.0.1", alias="VLLM_HOST")
+    vllm_port: int = Field(8000, alias="VLLM_PORT")
+    # Python of the virtualenv holding vLLM; when it does not exist a `vllm` on PATH is used.
+    vllm_python: str = Field("", alias="VLLM_PYTHON")
+    vllm_extra_args: str = Field("", alias="VLLM_EXTRA_ARGS")  # appended verbatim (shell-split)
+    vllm_start_timeout_sec: float = Field(600.0, gt=0, alias="VLLM_START_TIMEOUT_SEC")
+
+    # What vLLM serves. LLM_MODEL_LOCAL is the name ai_service asks for, so one variable names both ends.
+    served_model_name: str = Field(
+        DEFAULT_MODEL_NAME, validation_alias=AliasChoices("LLM_SERVED_MODEL_NAME", "LLM_MODEL_LOCAL"))
+    model_path: str = Field("", alias="LLM_MODEL_PATH")  # default: the pulled model under TUTORSTACK_HOME
+    adapters_dir: str = Field("", alias="LLM_ADAPTERS_DIR")
+    # vLLM's --api-key; ai_service sends LLM_API_KEY_LOCAL, so the same value protects vLLM.
+    vllm_api_key: str = Field("", alias="LLM_API_KEY_LOCAL")
+
+    # Overrides of what device detection would choose (0 / "" = choose automatically).
+    max_model_len: int = Field(0, ge=0, alias="LLM_MAX_MODEL_LEN")
+    max_lora_rank: int = Field(0, ge=0, alias="LLM_MAX_LORA_RANK")
+    dtype: str = Field("", alias="LLM_DTYPE")
+
+    @property
+    def home(self) -> Path:
+        return tutorstack_home()
+
+    @property
+    def resolved_model_path(self) -> Path:
+        return Path(self.model_path) if self.model_path else self.home / "models" / DEFAULT_MODEL_NAME
+
+    @property
+    def resolved_adapters_dir(self) -> Path:
+        return Path(self.adapters_dir) if self.adapters_dir else self.home / "adapters"
+
+    @property
+    def resolved_vllm_python(self) -> Path:
+        return Path(self.vllm_python) if self.vllm_python else self.home / "venv-vllm" / "bin" / "python"
+
+    @property
+    def vllm_url(self) -> str:
+        host = "127.0.0.1" if self.vllm_host in ("0.0.0.0", "::") else self.vllm_host
+        return f"http://{host}:{self.vllm_port}"
