@@ -49,6 +49,8 @@ def chunk_blocks(
         for piece in split_oversized(block, max_chars):
             if pending and sum(len(b.text) + 2 for b in pending) + len(piece.text) > max_chars:
                 emit(carry_overlap=True)
+                if pending and len(pending[0].text) + 2 + len(piece.text) > max_chars:
+                    pending.clear()  # the overlap would break the size bound: drop it
             pending.append(piece)
     emit(carry_overlap=False)
     return chunks

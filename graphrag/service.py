@@ -1,0 +1,76 @@
+"""The live index behind the service: loads the current version, notices a new one and swaps
+it in. A request keeps the Retriever it started with, so a reload never drops or mixes
+requests; loading happens off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from graphrag import index_store
+from graphrag.dense import Embedder, load_embedder
+from graphrag.retriever import RetrievalConfig, Retriever
+
+log = logging.getLogger("graphrag.service")
+
+
+@dataclass(frozen=True)
+class LiveIndex:
+    retriever: Retriever
+    version: str
+
+
+class IndexHolder:
+    def __init__(self, index_path: Path, config: RetrievalConfig | None = None):
+        self.index_path = Path(index_path)
+        self.config = config or RetrievalConfig()
+        self.live: LiveIndex | None = None
+        self.last_error: str | None = None
+        self._embedders: dict[str, Embedder] = {}
+        self._lock = asyncio.Lock()
+
+    def pointer_version(self) -> str | None:
+        try:
+            return (self.index_path / "CURRENT").read_text().strip()
+        except OSError:
+            return None
+
+    async def refresh(self) -> bool:
+        """Loads the version CURRENT names if it is not the live one. True when it swapped."""
+        async with self._lock:
+            wanted = self.pointer_version()
+            if wanted is None:
+                self.last_error = f"no index at {self.index_path}"
+                return False
+            if self.live and self.live.version == wanted:
+                return False
+            try:
+                live = await asyncio.to_thread(self._load)
+            except Exception as exc:  # keep serving the old version
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("index load failed; keeping the previous version", extra={"error": self.last_error})
+                return False
+            self.live, self.last_error = live, None
+            log.info("index loaded", extra={"version": live.version, "chunks": len(live.retriever.index.chunks)})
+            return True
+
+    def _load(self) -> LiveIndex:
+        index = index_store.load_index(self.index_path)
+        embedding = index.manifest.get("embedding")
+        embedder = None
+        if embedding:  # the query must be embedded by the model that embedded the chunks
+            provider = embedding["provider"]
+            if provider not in self._embedders:
+                self._embedders[provider] = load_embedder(provider)
+            embedder = self._embedders[provider]
+        return LiveIndex(Retriever(index, embedder, self.config), index.version)
+
+    async def watch(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh()
+            except Exception:  # the watcher must outlive any one failure
+                log.exception("index watcher error")
