@@ -1,0 +1,164 @@
+"""Retrieval-augmented chat, as pure functions (no FastAPI): fetch passages from the graphrag
+service, put them numbered into the prompt, and turn the answer's [n] markers into citations.
+
+    passages = await retrieve(client, settings.graph_rag_url, query, top_k, "hybrid")
+    messages = build_rag_messages(messages, passages)
+    ... answer = model output ...
+    text, citations = extract_citations(answer, passages)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Sequence
+
+import httpx
+
+RetrievalMode = Literal["keyword", "graph", "hybrid"]
+SNIPPET_CHARS = 240
+PASSAGE_CHARS = 1500  # per passage in the prompt; small local models have short contexts
+
+RAG_INSTRUCTIONS = (
+    "Use the numbered course passages below to answer. Cite the passages you use with their "
+    "number in square brackets, like [1] or [2][3], right after the sentence they support. "
+    "Cite only the numbers listed. If the passages do not answer the question, say so and answer "
+    "from general knowledge without citations."
+)
+
+
+class RetrievalUnavailable(Exception):
+    """graphrag could not be asked (down, timed out, 5xx, disabled). The chat answers without passages."""
+
+
+@dataclass
+class Passage:
+    number: int  # 1-based, the [n] the model is asked to cite
+    id: str
+    text: str
+    path: str
+    heading_path: list[str]
+    start_line: int
+    end_line: int
+    score: float = 0.0
+    why: dict[str, Any] = field(default_factory=dict)
+
+    def citation(self) -> dict[str, Any]:
+        snippet = " ".join(self.text.split())
+        if len(snippet) > SNIPPET_CHARS:
+            snippet = snippet[:SNIPPET_CHARS].rsplit(" ", 1)[0] + "…"
+        return {"number": self.number, "id": self.id, "path": self.path, "heading_path": self.heading_path,
+                "start_line": self.start_line, "end_line": self.end_line, "snippet": snippet}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def retrieve(client: httpx.AsyncClient, base_url: str, query: str, top_k: int = 5,
+                   mode: RetrievalMode = "hybrid", paths: list[str] | None = None,
+                   timeout: float | None = None) -> list[Passage]:
+    """POST {base_url}/v1/retrieve. Raises RetrievalUnavailable when graphrag cannot answer;
+    an empty query returns no passages without asking."""
+    if not query or not query.strip():
+        return []
+    payload: dict[str, Any] = {"query": query, "top_k": top_k, "mode": mode}
+    if paths:
+        payload["paths"] = paths
+    url = base_url.rstrip("/") + "/v1/retrieve"
+    try:
+        response = await client.post(url, json=payload, **({"timeout": timeout} if timeout is not None else {}))
+    except httpx.HTTPError as exc:
+        raise RetrievalUnavailable(f"graphrag not reachable at {base_url}: {type(exc).__name__}") from exc
+    if response.status_code >= 400:
+        raise RetrievalUnavailable(f"graphrag answered {response.status_code}: {_error_message(response)}")
+    passages = []
+    for number, hit in enumerate(response.json().get("data", []), start=1):
+        citation = hit["citation"]
+        passages.append(Passage(number, hit["id"], hit["text"], citation["path"], list(citation["heading_path"]),
+                                citation["start_line"], citation["end_line"], hit.get("score", 0.0), hit.get("why", {})))
+    return passages
+
+
+def last_user_text(messages: Sequence[Any]) -> str:
+    """The retrieval query: the text of the last user message."""
+    for message in reversed(messages):
+        if _get(message, "role") == "user":
+            content = _get(message, "content")
+            if isinstance(content, list):  # OpenAI content parts
+                return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+            return content or ""
+    return ""
+
+
+def format_passages(passages: Sequence[Passage]) -> str:
+    blocks = []
+    for passage in passages:
+        where = passage.path + (f" — {' > '.join(passage.heading_path)}" if passage.heading_path else "")
+        text = passage.text if len(passage.text) <= PASSAGE_CHARS else passage.text[:PASSAGE_CHARS] + "…"
+        blocks.append(f"[{passage.number}] ({where}, lines {passage.start_line}-{passage.end_line})\n{text}")
+    return "\n\n".join(blocks)
+
+
+def build_rag_messages(messages: Sequence[Any], passages: Sequence[Passage]) -> list[Any]:
+    """Returns a new list with the numbered passages in the system message. The passages are
+    appended to a leading system message when there is one (many chat templates accept only
+    one system message, first), else a system message is put first. Items keep their type:
+    dicts stay dicts, pydantic ChatMessage objects stay ChatMessage objects. No passages: the
+    messages are returned unchanged (as a new list)."""
+    messages = list(messages)
+    if not passages:
+        return messages
+    context = f"{RAG_INSTRUCTIONS}\n\nPassages:\n\n{format_passages(passages)}"
+    if messages and _get(messages[0], "role") == "system" and isinstance(_get(messages[0], "content"), str):
+        merged = f"{_get(messages[0], 'content')}\n\n{context}"
+        return [_with_content(messages[0], merged), *messages[1:]]
+    template = messages[0] if messages else {}
+    return [_new_message(template, "system", context), *messages]
+
+
+# [3], [1, 2] or [1][2]: 1-3 digits only, so "[2020]" in a text is never taken for a citation.
+_REMOVED = "\x00"
+_MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+
+
+def extract_citations(answer_text: str, passages: Sequence[Passage]) -> tuple[str, list[dict[str, Any]]]:
+    """Keeps the [n] markers that point at a passage, removes the dangling ones, and returns
+    (clean text, citations in order of first mention). Numbers are not renumbered, so every
+    [n] left in the text is the citation with "number": n."""
+    by_number = {p.number: p for p in passages}
+    cited: list[int] = []
+
+    def replace(match: re.Match) -> str:
+        numbers = [int(n) for n in re.split(r"\s*,\s*", match.group(1))]
+        kept = [n for n in dict.fromkeys(numbers) if n in by_number]
+        for n in kept:
+            if n not in cited:
+                cited.append(n)
+        return "".join(f"[{n}]" for n in kept) or _REMOVED
+
+    text = _MARKER.sub(replace, answer_text or "")
+    text = re.sub(rf"[ \t]*{_REMOVED}", "", text).strip()  # "claim [9]." -> "claim."
+    return text, [by_number[n].citation() for n in cited]
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return response.json()["error"]["message"]
+    except Exception:
+        return response.text[:200]
+
+
+def _get(message: Any, key: str) -> Any:
+    return message.get(key) if isinstance(message, dict) else getattr(message, key, None)
+
+
+def _with_content(message: Any, content: str) -> Any:
+    if isinstance(message, dict):
+        return {**message, "content": content}
+    return message.model_copy(update={"content": content})
+
+
+def _new_message(template: Any, role: str, content: str) -> Any:
+    if isinstance(template, dict) or not hasattr(template, "model_copy"):
+        return {"role": role, "content": content}
+    return type(template)(role=role, content=content)

@@ -1,0 +1,101 @@
+"""ai_service.rag against the real graphrag app (in-process over httpx's ASGI transport)."""
+
+import asyncio
+import httpx
+import pytest
+
+from ai_service.rag import (Passage, RetrievalUnavailable, build_rag_messages, extract_citations, last_user_text,
+                            retrieve)
+from common.protocol import ChatMessage
+
+from tests.graphrag.course import write_course
+
+
+def _passages():
+    return [
+        Passage(1, "a.md#0", "A thesis states the main claim.", "a.md", ["Thesis"], 3, 4),
+        Passage(2, "b.md#1", "Cite every paraphrase. " * 30, "b.md", ["Citations", "Paraphrase"], 10, 12),
+    ]
+
+
+@pytest.fixture
+def graphrag_client(tmp_path):
+    from graphrag.app import create_app
+    from graphrag.builder import BuildOptions, build_index
+    from graphrag.settings import GraphRAGSettings
+
+    course = write_course(tmp_path / "course")
+    build_index(course, tmp_path / "index", options=BuildOptions("none"), progress=None)
+    app = create_app(GraphRAGSettings(graph_rag_index_path=tmp_path / "index"))
+    asyncio.run(app.state.index.refresh())  # the ASGI transport does not run the lifespan
+    return lambda: httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://graphrag")
+
+
+def test_retrieve_returns_numbered_passages_with_citations(graphrag_client):
+    async def go():
+        async with graphrag_client() as client:
+            return await retrieve(client, "http://graphrag", "What is a thesis statement?", top_k=3, mode="hybrid")
+
+    passages = asyncio.run(go())
+    assert [p.number for p in passages] == list(range(1, len(passages) + 1))
+    assert passages[0].path == "english/thesis.md" and passages[0].start_line >= 1
+    assert "thesis" in passages[0].text.lower()
+
+
+def test_retrieve_raises_unavailable_when_graphrag_is_down_or_errors(graphrag_client):
+    async def down():
+        async with httpx.AsyncClient() as client:
+            await retrieve(client, "http://127.0.0.1:9", "thesis", 3, "keyword", timeout=1)
+
+    with pytest.raises(RetrievalUnavailable, match="not reachable"):
+        asyncio.run(down())
+
+    async def bad_request():
+        async with graphrag_client() as client:
+            await retrieve(client, "http://graphrag", "thesis", top_k=10_000)
+
+    with pytest.raises(RetrievalUnavailable, match="422"):
+        asyncio.run(bad_request())
+    assert asyncio.run(retrieve(httpx.AsyncClient(), "http://unused", "   ", 3)) == []
+
+
+def test_build_rag_messages_merges_into_the_leading_system_message():
+    messages = [{"role": "system", "content": "You are a tutor."}, {"role": "user", "content": "What is a thesis?"}]
+    out = build_rag_messages(messages, _passages())
+    assert len(out) == 2 and out[1] == messages[1]
+    system = out[0]["content"]
+    assert system.startswith("You are a tutor.")
+    assert "[1] (a.md — Thesis, lines 3-4)\nA thesis states the main claim." in system
+    assert "[2] (b.md — Citations > Paraphrase, lines 10-12)" in system
+    assert "[n]" not in system and "square brackets" in system
+    assert messages[0]["content"] == "You are a tutor."  # input untouched
+
+
+def test_build_rag_messages_keeps_pydantic_messages_and_adds_a_system_message():
+    messages = [ChatMessage(role="user", content="hi")]
+    out = build_rag_messages(messages, _passages())
+    assert [type(m) for m in out] == [ChatMessage, ChatMessage]
+    assert out[0].role == "system" and "[1]" in out[0].content
+    assert build_rag_messages(messages, []) == messages
+
+
+def test_extract_citations_keeps_valid_markers_and_removes_dangling_ones():
+    answer = "A thesis is a claim [1]. Cite paraphrases [2][7]. Both matter [1, 2, 9]. Made up [4]. Year [2020]."
+    text, citations = extract_citations(answer, _passages())
+    assert text == "A thesis is a claim [1]. Cite paraphrases [2]. Both matter [1][2]. Made up. Year [2020]."
+    assert [c["number"] for c in citations] == [1, 2]
+    first = citations[0]
+    assert first == {"number": 1, "id": "a.md#0", "path": "a.md", "heading_path": ["Thesis"], "start_line": 3,
+                     "end_line": 4, "snippet": "A thesis states the main claim."}
+    assert len(citations[1]["snippet"]) <= 241 and citations[1]["snippet"].endswith("…")
+
+
+def test_extract_citations_without_passages_removes_every_marker():
+    assert extract_citations("Claim [1] here [2].", []) == ("Claim here.", [])
+
+
+def test_last_user_text_reads_strings_and_content_parts():
+    messages = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "x"},
+                ChatMessage(role="user", content=[{"type": "text", "text": "second"}])]
+    assert last_user_text(messages) == "second"
+    assert last_user_text([]) == ""
