@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -42,7 +43,9 @@ async def retrieve(body: RetrieveRequest, request: Request) -> dict:
     if live is None:
         raise OpenAIError(503, f"No index is loaded: {holder(request).last_error}.", code="index_unavailable")
     retriever = live.retriever  # this request keeps this version even if a reload swaps it
+    started = time.perf_counter()
     hits = await asyncio.to_thread(retriever.search, body.query, body.top_k, body.mode, body.paths)
+    request.app.state.retrieval_seconds.labels(body.mode).observe(time.perf_counter() - started)
     data = []
     for rank, hit in enumerate(hits, start=1):
         chunk = retriever.index.chunks[hit.chunk_index]
@@ -93,5 +96,7 @@ def create_app(settings: GraphRAGSettings | None = None):
     app = create_service_app("graphrag", settings, readiness={"index": index_loaded},
                              optional_readiness={"retrieval_enabled": retrieval_enabled}, lifespan=lifespan)
     app.state.index = index
+    app.state.retrieval_seconds = app.state.metrics.histogram(
+        "graphrag_retrieval_seconds", "Time spent ranking chunks, by mode", ["mode"])
     app.include_router(router)
     return app

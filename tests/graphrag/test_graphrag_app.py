@@ -59,6 +59,8 @@ def test_index_info_and_readiness(client):
     assert info["stats"]["files"] == 5 and "english/broken.pdf" in info["skipped"]
     assert client.get("/readyz").json()["status"] == "ready"
     assert client.get("/healthz").status_code == 200
+    client.post("/v1/retrieve", json={"query": "thesis", "mode": "graph"})
+    assert 'graphrag_retrieval_seconds_count{mode="graph"} 1.0' in client.get("/metrics").text
 
 
 def test_the_index_reloads_when_it_changes_without_a_restart(built):
