@@ -78,6 +78,15 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dimension)
 
 
+def single_thread_queries() -> None:
+    """A query is one short text: one torch thread encodes it in ~20 ms, while two threads on
+    a busy 2-core machine spin against each other and take 10x longer. Call this in processes
+    that only embed queries (the service), never in a build."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 class HashingEmbedder:
     """Signed feature hashing of tokens and token bigrams into 256 dimensions."""
 

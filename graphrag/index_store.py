@@ -149,3 +149,7 @@ def _prune(versions: Path, keep: str) -> None:
     for name in names[:-VERSIONS_KEPT]:
         if name != keep:
             shutil.rmtree(versions / name, ignore_errors=True)
+    # Staging folders of crashed builds; an hour old, so a build still running is left alone.
+    for partial in versions.glob(".*.partial"):
+        if time.time() - partial.stat().st_mtime > 3600:
+            shutil.rmtree(partial, ignore_errors=True)

@@ -26,11 +26,15 @@ class RetrievalConfig:
 
     seed_chunks: int = 5  # keyword hits whose key terms seed the expansion
     expansion_terms: int = 10  # graph neighbours added to the query
-    expansion_weight: float = 0.3  # share of the graph-expansion signal in graph mode
+    # The expansion signal's share in graph mode: small, so keyword hits keep their order and
+    # linked chunks come in after them (on SciFact 0.0-0.5 all give nDCG@10 0.687-0.689).
+    expansion_weight: float = 0.3
     community_bonus: float = 0.05  # pull toward the seeds' dominant community
     candidates: int = 100  # per retriever, before fusion
+    # Weighted sum of min-max normalised scores beat RRF on SciFact (0.725 vs 0.716):
+    # half lexical (keyword + graph), half dense.
     fusion: Literal["rrf", "weighted"] = "weighted"
-    hybrid_weights: dict[str, float] = field(default_factory=lambda: {"keyword": 0.0, "graph": 1.0, "dense": 1.0})
+    hybrid_weights: dict[str, float] = field(default_factory=lambda: {"keyword": 0.5, "graph": 0.5, "dense": 1.0})
 
 
 @dataclass

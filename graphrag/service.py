@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from graphrag import index_store
-from graphrag.dense import Embedder, load_embedder
+from graphrag.dense import Embedder, load_embedder, single_thread_queries
 from graphrag.retriever import RetrievalConfig, Retriever
 
 log = logging.getLogger("graphrag.service")
@@ -64,6 +64,8 @@ class IndexHolder:
             provider = embedding["provider"]
             if provider not in self._embedders:
                 self._embedders[provider] = load_embedder(provider)
+                if provider != "hashing":
+                    single_thread_queries()
             embedder = self._embedders[provider]
         return LiveIndex(Retriever(index, embedder, self.config), index.version)
 

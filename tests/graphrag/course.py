@@ -75,3 +75,31 @@ def write_course(folder: Path) -> Path:
     (folder / "english" / "broken.pdf").write_bytes(b"%PDF-1.4\n this is not really a pdf \x00\x01")
     (folder / "english" / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
     return folder
+
+
+def minimal_pdf(pages: list[list[str]]) -> bytes:
+    """A valid PDF with a real text layer (Helvetica, one text line per entry), built by hand
+    so the tests need no PDF writer library."""
+    objects: list[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]  # pages object filled in below
+    font_number = 3
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    page_numbers = []
+    for lines in pages:
+        body = "BT /F1 12 Tf 14 TL 72 720 Td " + " ".join(f"({line}) Tj T*" for line in lines) + " ET"
+        stream = body.encode("latin-1")
+        objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+        content_number = len(objects)
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
+                       b"/Resources << /Font << /F1 %d 0 R >> >> >>" % (content_number, font_number))
+        page_numbers.append(len(objects))
+    kids = " ".join(f"{n} 0 R" for n in page_numbers).encode()
+    objects[1] = b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % len(page_numbers)
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)

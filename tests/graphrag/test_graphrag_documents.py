@@ -75,3 +75,19 @@ def test_tokenize_stems_english_and_segments_chinese():
     assert tokenize("Essays and the essay") == tokenize("essay essay")
     tokens = tokenize("中心论点要明确")
     assert "论点" in tokens and "中心" in tokens
+
+
+def test_pdf_text_layer_gives_page_headings_and_lines(tmp_path: Path):
+    from tests.graphrag.course import minimal_pdf
+
+    pdf = tmp_path / "handout.pdf"
+    pdf.write_bytes(minimal_pdf([["Handout on outlines", "A reverse outline checks structure."],
+                                 ["Second page about topic sentences."]]))
+    blocks = read_blocks(pdf)
+    assert blocks[0].text == "page 1" and blocks[0].level == 1
+    page_two = [b for b in blocks if b.text == "page 2"][0]
+    topic = [b for b in blocks if "topic sentences" in b.text][0]
+    assert topic.start_line > page_two.start_line - 1 >= 1
+    chunks = chunk_blocks(blocks)
+    assert [c.heading_path for c in chunks] == [("page 1",), ("page 2",)]
+    assert "reverse outline" in chunks[0].text
