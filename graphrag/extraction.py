@@ -11,7 +11,7 @@ import re
 from collections import Counter
 
 from graphrag.corpus import Chunk
-from graphrag.text import phrase_runs, tokenize
+from graphrag.text import phrase_runs, stem
 
 KEY_TERMS_PER_CHUNK = 8
 
@@ -52,20 +52,15 @@ def _is_meaningful(term: str) -> bool:
 
 def surface_labels(chunks: list[Chunk], terms: set[str]) -> dict[str, str]:
     """The most frequent written form of each stemmed term, for showing in `why`."""
-    from graphrag.text import _stem  # the same stemmer tokenize() uses
-
     forms: dict[str, Counter] = {}
     for chunk in chunks:
         for word in re.findall(r"[A-Za-z][A-Za-z0-9]+", chunk.index_text):
             lower = word.lower()
-            stem = _stem(lower)
-            if stem in terms and stem != lower:
-                forms.setdefault(stem, Counter())[lower] += 1
+            stemmed = stem(lower)
+            if stemmed in terms and stemmed != lower:
+                forms.setdefault(stemmed, Counter())[lower] += 1
     labels = {}
     for term in terms:
         parts = [forms[p].most_common(1)[0][0] if p in forms else p for p in term.split(" ")]
         labels[term] = " ".join(parts)
     return labels
-
-
-__all__ = ["select_key_terms", "surface_labels", "chunk_candidates", "tokenize"]

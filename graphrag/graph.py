@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from graphrag.corpus import Chunk
+from graphrag.text import tokenize
 
 LOUVAIN_SEED = 7  # fixed, so a rebuild and an incremental update give the same communities
 SUMMARY_SENTENCES = 3
@@ -79,8 +80,6 @@ _SENTENCE = re.compile(r"[^.!?。！？\n]+[.!?。！？]?")
 def summarize(community_terms: list[str], member_chunks: list[Chunk], labels: dict[str, str]) -> str:
     """Extractive: the sentences that mention most of the community's terms, plus its top terms."""
     term_set = set(community_terms)
-    from graphrag.text import tokenize
-
     scored = []
     for chunk in member_chunks:
         for sentence in _SENTENCE.findall(chunk.text):

@@ -14,7 +14,7 @@ import numpy as np
 from graphrag.dense import Embedder
 from graphrag.fusion import reciprocal_rank_fusion, top_items, weighted_score_fusion
 from graphrag.index_store import IndexData
-from graphrag.text import phrase_runs, tokenize
+from graphrag.text import phrase_runs, surface_forms, tokenize
 
 Mode = Literal["keyword", "graph", "hybrid"]
 MODES: tuple[str, ...] = ("keyword", "graph", "hybrid")
@@ -71,7 +71,7 @@ class Retriever:
         if not self.index.chunks:
             return []
         mask = self.path_mask(paths)
-        query_tokens = tokenize(query)
+        query_tokens = _QueryTokens(tokenize(query), surface_forms(query))
         if mode == "keyword":
             scores = self.keyword_scores(query_tokens, mask)
             return [self._hit(i, float(scores[i]), query_tokens, {"keyword": rank}) for rank, i in
@@ -187,7 +187,9 @@ class Retriever:
              expansion: _Expansion | None = None) -> Hit:
         chunk = self.index.chunks[position]
         chunk_tokens = set(chunk.tokens)
-        why: dict = {"matched_terms": [self._label(t) for t in dict.fromkeys(query_tokens) if t in chunk_tokens],
+        written = getattr(query_tokens, "written", {})
+        why: dict = {"matched_terms": [written.get(t) or self._label(t)
+                                       for t in dict.fromkeys(query_tokens) if t in chunk_tokens],
                      "ranks": {k: v for k, v in ranks.items() if v is not None}}
         if expansion is not None:
             linked = [t for t in self.index.key_terms[position] if t in expansion.weights]
@@ -202,6 +204,14 @@ class Retriever:
 
     def _label(self, term: str) -> str:
         return self.index.term_labels.get(term, term)
+
+
+class _QueryTokens(list):
+    """The query's tokens, remembering how the user wrote each one (for `why`)."""
+
+    def __init__(self, tokens: list[str], written: dict[str, str]):
+        super().__init__(tokens)
+        self.written = written
 
 
 def _unit(scores: np.ndarray) -> np.ndarray:

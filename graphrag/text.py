@@ -53,7 +53,8 @@ def _jieba():
 
 
 @lru_cache(maxsize=200_000)
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
+    """The Snowball stem of one lower-case English word (the word itself without PyStemmer)."""
     return _stemmer()(word)
 
 
@@ -70,13 +71,21 @@ def tokenize(text: str) -> list[str]:
         else:
             word = run.replace("’", "'").split("'")[0]
             if len(word) > 1 and word not in ENGLISH_STOPWORDS and not word.isdigit():
-                tokens.append(_stem(word))
+                tokens.append(stem(word))
     return tokens
 
 
 def _chinese_tokens(run: str) -> list[str]:
     words = _jieba().cut_for_search(run)
     return [w for w in words if w.strip() and w not in CHINESE_STOPWORDS and (len(w) > 1 or run == w)]
+
+
+def surface_forms(text: str) -> dict[str, str]:
+    """Token -> the word as written in this text, to show a stem ("thesi") as "thesis"."""
+    forms: dict[str, str] = {}
+    for word in re.findall(r"[A-Za-z][A-Za-z0-9]+", text):
+        forms.setdefault(stem(word.lower()), word.lower())
+    return forms
 
 
 def phrase_runs(text: str) -> list[list[str]]:
@@ -95,7 +104,7 @@ def phrase_runs(text: str) -> list[list[str]]:
                 runs.extend([[w] for w in _jieba().lcut(raw) if len(w) > 1 and w not in CHINESE_STOPWORDS])
                 current = []
             elif len(raw) > 1 and raw not in ENGLISH_STOPWORDS and not raw.isdigit():
-                current.append(_stem(raw))
+                current.append(stem(raw))
             elif current:
                 runs.append(current)
                 current = []
