@@ -53,14 +53,15 @@ def _is_meaningful(term: str) -> bool:
 def surface_labels(chunks: list[Chunk], terms: set[str]) -> dict[str, str]:
     """The most frequent written form of each stemmed term, for showing in `why`."""
     forms: dict[str, Counter] = {}
+    parts = {part for term in terms for part in term.split(" ")}  # phrases are labelled word by word
     for chunk in chunks:
         for word in re.findall(r"[A-Za-z][A-Za-z0-9]+", chunk.index_text):
             lower = word.lower()
             stemmed = stem(lower)
-            if stemmed in terms and stemmed != lower:
+            if stemmed in parts and stemmed != lower:
                 forms.setdefault(stemmed, Counter())[lower] += 1
     labels = {}
     for term in terms:
-        parts = [forms[p].most_common(1)[0][0] if p in forms else p for p in term.split(" ")]
-        labels[term] = " ".join(parts)
+        words = [forms[p].most_common(1)[0][0] if p in forms else p for p in term.split(" ")]
+        labels[term] = " ".join(words)
     return labels

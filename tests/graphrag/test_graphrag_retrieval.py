@@ -73,3 +73,10 @@ def test_hybrid_works_with_rrf_and_without_dense_vectors(built):
 def test_a_query_of_unknown_words_finds_nothing_in_keyword_mode(retriever):
     assert retriever.search("zzzzqqq", 5, "keyword") == []
     assert retriever.search("zzzzqqq", 5, "graph") == []
+
+
+def test_why_shows_terms_as_written_not_as_stems(retriever):
+    hit = retriever.search("thesis statements", 1, "graph")[0]
+    assert "thesis" in hit.why["matched_terms"]
+    labels = retriever.index.term_labels
+    assert labels["thesi statement"] in {"thesis statement", "thesis statements"}
