@@ -74,8 +74,9 @@ async def retrieve(client: httpx.AsyncClient, base_url: str, query: str, top_k: 
     passages = []
     for number, hit in enumerate(response.json().get("data", []), start=1):
         citation = hit["citation"]
-        passages.append(Passage(number, hit["id"], hit["text"], citation["path"], list(citation["heading_path"]),
-                                citation["start_line"], citation["end_line"], hit.get("score", 0.0), hit.get("why", {})))
+        passages.append(Passage(
+            number, hit["id"], hit["text"], citation["path"], list(citation["heading_path"]),
+            citation["start_line"], citation["end_line"], hit.get("score", 0.0), hit.get("why", {})))
     return passages
 
 

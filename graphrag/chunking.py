@@ -32,7 +32,8 @@ def chunk_blocks(
         if not pending:
             return
         path = tuple(title for _, title in headings)
-        chunks.append(ChunkDraft(path, "\n\n".join(b.text for b in pending), pending[0].start_line, pending[-1].end_line))
+        text = "\n\n".join(b.text for b in pending)
+        chunks.append(ChunkDraft(path, text, pending[0].start_line, pending[-1].end_line))
         # The overlap repeats the last paragraph when it is short, so a sentence that
         # depends on the one before it is still retrievable with its context.
         tail = pending[-1]

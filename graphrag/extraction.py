@@ -25,7 +25,8 @@ def chunk_candidates(chunk: Chunk) -> Counter:
     return counts
 
 
-def select_key_terms(chunks: list[Chunk], per_chunk: int = KEY_TERMS_PER_CHUNK) -> tuple[list[list[str]], dict[str, float]]:
+def select_key_terms(chunks: list[Chunk],
+                     per_chunk: int = KEY_TERMS_PER_CHUNK) -> tuple[list[list[str]], dict[str, float]]:
     """Returns each chunk's key terms (best first) and the idf of every selected term."""
     candidates = [chunk_candidates(chunk) for chunk in chunks]
     document_frequency = Counter(term for counts in candidates for term in counts)

@@ -99,7 +99,8 @@ class Retriever:
         scores = np.asarray(self.index.bm25.get_scores(known), dtype=np.float32)[: len(self.index.chunks)]
         return scores if mask is None else np.where(mask, scores, 0.0)
 
-    def graph_scores(self, query: str, query_tokens: list[str], mask: np.ndarray | None) -> tuple[np.ndarray, _Expansion]:
+    def graph_scores(self, query: str, query_tokens: list[str],
+                     mask: np.ndarray | None) -> tuple[np.ndarray, _Expansion]:
         """Keyword score plus chunks reached through expansion terms: neighbours of the query's
         terms in the co-occurrence graph and key terms of the top keyword hits. This pulls in
         chunks that share no word with the query but talk about the same thing."""

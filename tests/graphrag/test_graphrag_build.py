@@ -20,7 +20,8 @@ def test_build_reports_skipped_files_and_indexes_the_rest(built):
     assert "PDF" in summary.skipped["english/broken.pdf"]
     index = load_index(index_path)
     assert {c.path for c in index.chunks} == {
-        "english/thesis.md", "english/evidence.md", "english/citations.html", "english/notes.txt", "chinese/argument.md"}
+        "english/thesis.md", "english/evidence.md", "english/citations.html", "english/notes.txt",
+        "chinese/argument.md"}
     assert summary.chunks == len(index.chunks) and summary.terms > 10 and summary.communities >= 1
     assert index.vectors is not None and index.vectors.shape[0] == len(index.chunks)
     assert index.manifest["skipped"] == summary.skipped
