@@ -61,13 +61,22 @@ class IndexHolder:
         embedding = index.manifest.get("embedding")
         embedder = None
         if embedding:  # the query must be embedded by the model that embedded the chunks
-            provider = embedding["provider"]
-            if provider not in self._embedders:
-                self._embedders[provider] = load_embedder(provider)
-                if provider != "hashing":
-                    single_thread_queries()
-            embedder = self._embedders[provider]
+            embedder = self._embedder(embedding["provider"])
         return LiveIndex(Retriever(index, embedder, self.config), index.version)
+
+    def _embedder(self, provider: str) -> Embedder | None:
+        """A model that cannot load (package missing) leaves the index usable without dense
+        scores: hybrid then fuses keyword and graph, and responses say "dense": false."""
+        if provider not in self._embedders:
+            try:
+                self._embedders[provider] = load_embedder(provider)
+            except Exception as exc:
+                log.warning("embedding model unavailable; serving without dense scores",
+                            extra={"provider": provider, "error": f"{type(exc).__name__}: {exc}"})
+                return None
+            if provider != "hashing":
+                single_thread_queries()
+        return self._embedders[provider]
 
     async def watch(self, interval: float) -> None:
         while True:

@@ -95,3 +95,17 @@ def test_disabled_retrieval_answers_503(built):
         response = client.post("/v1/retrieve", json={"query": "thesis"})
         assert response.status_code == 503 and response.json()["error"]["code"] == "retrieval_disabled"
         assert client.get("/readyz").json()["degraded"] == ["retrieval_enabled"]
+
+
+def test_an_unloadable_embedding_model_leaves_keyword_and_graph_serving(built, monkeypatch):
+    import graphrag.service
+
+    def broken(provider):
+        raise ValueError("model package missing")
+
+    monkeypatch.setattr(graphrag.service, "load_embedder", broken)
+    _, index_path, _ = built
+    with _client(index_path) as client:
+        body = client.post("/v1/retrieve", json={"query": "plagiarism", "mode": "hybrid"}).json()
+        assert body["dense"] is False
+        assert body["data"][0]["citation"]["path"] == "english/citations.html"
