@@ -52,7 +52,16 @@ async def retrieve(body: RetrieveRequest, request: Request) -> dict:
         data.append({"rank": rank, "id": chunk.id, "text": chunk.text, "score": round(float(hit.score), 6),
                      "citation": chunk.citation(), "why": hit.why})
     return {"object": "list", "query": body.query, "mode": body.mode, "index_version": live.version,
-            "dense": retriever.has_dense, "data": data}
+            "dense": retriever.has_dense, "data": data, "communities": _communities_of(retriever, hits)}
+
+
+def _communities_of(retriever, hits) -> list[dict]:
+    """The topic communities the hits belong to, with their extractive summaries: context
+    about the neighbourhood of the answer, not only the answer's chunks."""
+    index = retriever.index
+    ids = dict.fromkeys(hit.why["community"] for hit in hits if "community" in hit.why)
+    return [{"id": cid, "terms": [index.term_labels.get(t, t) for t in index.communities[cid].terms[:8]],
+             "summary": index.communities[cid].summary} for cid in ids if 0 <= cid < len(index.communities)]
 
 
 @router.get("/index")

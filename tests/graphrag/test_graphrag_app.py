@@ -30,6 +30,8 @@ def test_retrieve_returns_hits_with_citations_and_why(client):
     assert top["citation"] == {"path": "english/thesis.md", "heading_path": ["Thesis Statements", "Arguable claims"],
                                "start_line": 8, "end_line": 9}
     assert top["why"]["matched_terms"] and top["score"] > 0
+    community = body["communities"][0]
+    assert community["id"] == top["why"]["community"] and community["summary"].startswith("Topic:")
 
 
 def test_empty_query_is_a_400_in_openai_shape(client):
