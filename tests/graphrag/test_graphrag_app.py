@@ -111,3 +111,27 @@ def test_an_unloadable_embedding_model_leaves_keyword_and_graph_serving(built, m
         body = client.post("/v1/retrieve", json={"query": "plagiarism", "mode": "hybrid"}).json()
         assert body["dense"] is False
         assert body["data"][0]["citation"]["path"] == "english/citations.html"
+
+
+def test_requests_during_reloads_are_all_answered(built):
+    import threading
+
+    course, index_path, _ = built
+    statuses, versions = [], set()
+    with _client(index_path) as client:
+        def rebuild_three_times():
+            for n in range(3):
+                (course / "english" / f"extra{n}.md").write_text(f"# Extra {n}\n\nMore thesis advice {n}.\n")
+                build_index(course, index_path, update=True,
+                            options=BuildOptions("hashing", index_path.parent / "vectors"), progress=None)
+                time.sleep(0.1)
+
+        builder_thread = threading.Thread(target=rebuild_three_times)
+        builder_thread.start()
+        while builder_thread.is_alive():
+            response = client.post("/v1/retrieve", json={"query": "thesis", "mode": "hybrid"})
+            statuses.append(response.status_code)
+            versions.add(response.json().get("index_version"))
+        builder_thread.join()
+    assert statuses and set(statuses) == {200}
+    assert len(versions) >= 2
