@@ -17,7 +17,8 @@ from graphrag.settings import GraphRAGSettings
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     settings = GraphRAGSettings()
-    parser = argparse.ArgumentParser(prog="python -m graphrag.build", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m graphrag.build",
+                                     description="Build or update a GraphRAG index from folders of documents.")
     parser.add_argument("--input", type=Path, action="append", required=True,
                         help="folder of Markdown/text/HTML/PDF files (repeat for several)")
     parser.add_argument("--output", type=Path, default=settings.graph_rag_index_path,
@@ -27,12 +28,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--update", action="store_true",
                         help="reuse unchanged files of the current index (by size/mtime, then sha256)")
     parser.add_argument("--embedding-provider", default=settings.embedding_provider,
-                        help="none | minilm | hashing | st:/path (default: EMBEDDING_PROVIDER)")
+                        help="none | minilm | e5 | hashing | st:/path (default: EMBEDDING_PROVIDER)")
     parser.add_argument("--vector-store", type=Path, default=settings.vector_store_path,
                         help="content-hash keyed vector cache (default: VECTOR_STORE_PATH)")
-    parser.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS)
-    parser.add_argument("--overlap-chars", type=int, default=DEFAULT_OVERLAP_CHARS)
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS, help="chunk size bound")
+    parser.add_argument("--overlap-chars", type=int, default=DEFAULT_OVERLAP_CHARS,
+                        help="a last paragraph this short is repeated in the next chunk")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser.parse_args(argv)
 
 

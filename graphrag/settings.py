@@ -15,7 +15,7 @@ class GraphRAGSettings(ServiceSettings):
     port: int = Field(default=8002, validation_alias="GRAPHRAG_PORT")
     graph_rag_enabled: bool = True
     graph_rag_index_path: Path = Field(default_factory=lambda: tutorstack_home() / "graphrag" / "index")
-    embedding_provider: str = ""  # none | minilm | hashing | st:/path (see graphrag/dense.py)
+    embedding_provider: str = ""  # none | minilm | e5 | hashing | st:/path (see graphrag/dense.py)
     vector_store_path: Path = Field(default_factory=lambda: tutorstack_home() / "graphrag" / "vectors")
     # How often the service looks at the index's CURRENT pointer for a new version.
     graph_rag_reload_interval_sec: float = 2.0
