@@ -1,0 +1,1 @@
+"""Training pipeline: data spec -> SFT/DPO LoRA adapters -> evaluation -> published, versioned adapters."""

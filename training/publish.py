@@ -1,0 +1,100 @@
+"""publish / rollback: versioned adapters in the llm_server adapters directory, hot-loaded over its API.
+
+Names are `<family>-v<N>`. Publishing copies into a hidden temp dir and renames it into place
+(atomic on one filesystem), then asks llm_server to load it; a failed load moves it aside again
+so the directory never advertises an adapter the server refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from training.config import tutorstack_home
+
+VERSIONED = re.compile(r"^(?P<family>[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*?)-v(?P<version>\d+)$")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "manifest.json",
+                 "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                 "README.md")
+
+
+def adapters_dir(override: str | None = None) -> Path:
+    return Path(override or os.environ.get("LLM_ADAPTERS_DIR") or tutorstack_home() / "adapters")
+
+
+def control_url(override: str | None = None) -> str:
+    return (override or os.environ.get("LLM_SERVER_URL") or "http://127.0.0.1:8010").rstrip("/")
+
+
+def versions(directory: Path, family: str) -> list[int]:
+    found = []
+    for entry in directory.iterdir() if directory.is_dir() else []:
+        match = VERSIONED.match(entry.name)
+        if entry.is_dir() and match and match["family"] == family:
+            found.append(int(match["version"]))
+    return sorted(found)
+
+
+def retired_dir(directory: Path) -> Path:
+    # Beside the adapters dir, not inside it, so llm_server's scan never sees retired versions.
+    return directory.parent / f"{directory.name}-retired"
+
+
+def _call(url: str, path: str, payload: dict) -> None:
+    import httpx
+
+    response = httpx.post(f"{url}{path}", json=payload, timeout=300)
+    if response.status_code >= 400:
+        raise RuntimeError(f"llm_server {path} failed ({response.status_code}): {response.text[:500]}")
+
+
+def publish(adapter: str, family: str, *, directory: str | None = None, url: str | None = None,
+            load: bool = True) -> dict:
+    source = Path(adapter)
+    if not (source / "adapter_config.json").exists():
+        raise FileNotFoundError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", family) or re.search(r"-v\d+$", family):
+        raise ValueError(f"family {family!r}: letters, digits, '_', '.', '-' only, without a -vN suffix")
+    root = adapters_dir(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"{family}-v{(versions(root, family) or [0])[-1] + 1}"
+    tmp = root / f".{name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    for file in ADAPTER_FILES:
+        if (source / file).exists():
+            shutil.copy2(source / file, tmp / file)
+    target = root / name
+    tmp.rename(target)
+    if load:
+        try:
+            _call(control_url(url), "/v1/adapters/load", {"name": name, "path": str(target.resolve())})
+        except Exception:
+            _retire(root, target)
+            raise
+    return {"name": name, "path": str(target), "loaded": load}
+
+
+def _retire(root: Path, target: Path) -> Path:
+    destination = retired_dir(root) / f"{target.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(target), str(destination))
+    return destination
+
+
+def rollback(family: str, *, directory: str | None = None, url: str | None = None, unload: bool = True) -> dict:
+    """Unload the latest version and move it aside; the previous version is what gets served."""
+    root = adapters_dir(directory)
+    found = versions(root, family)
+    if not found:
+        raise FileNotFoundError(f"no published versions of {family!r} in {root}")
+    name = f"{family}-v{found[-1]}"
+    if unload:
+        _call(control_url(url), "/v1/adapters/unload", {"name": name})
+    moved = _retire(root, root / name)
+    previous = f"{family}-v{found[-2]}" if len(found) > 1 else None
+    return {"removed": name, "moved_to": str(moved), "now_serving": previous}
