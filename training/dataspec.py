@@ -234,6 +234,9 @@ def record_problems(record: Any) -> list[str]:
                         problems.append(f"{where}.tool_calls: {exc}")
                 has_tool_call = True
                 pending_tool_results = True
+        if role == "assistant" and TOOL_CALL_OPEN in content:
+            calls = calls or True  # a call already rendered as text (distilled pairs)
+            pending_tool_results = True
         if role == "tool" and not pending_tool_results:
             problems.append(f"{where}: a tool message must follow an assistant message with tool_calls")
         if role not in ("tool",) and not calls:
