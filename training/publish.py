@@ -16,6 +16,7 @@ from pathlib import Path
 from training.config import tutorstack_home
 
 VERSIONED = re.compile(r"^(?P<family>[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*?)-v(?P<version>\d+)$")
+FAMILY = re.compile(r"[a-z0-9](?:[a-z0-9_.-]*[a-z0-9])?")  # llm_server's rule for family names
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "manifest.json",
                  "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                  "README.md")
@@ -43,11 +44,11 @@ def retired_dir(directory: Path) -> Path:
     return directory.parent / f"{directory.name}-retired"
 
 
-def _call(url: str, path: str, payload: dict) -> None:
+def _call(url: str, path: str, payload: dict, tolerate: tuple[int, ...] = ()) -> None:
     import httpx
 
     response = httpx.post(f"{url}{path}", json=payload, timeout=300)
-    if response.status_code >= 400:
+    if response.status_code >= 400 and response.status_code not in tolerate:
         raise RuntimeError(f"llm_server {path} failed ({response.status_code}): {response.text[:500]}")
 
 
@@ -56,8 +57,9 @@ def publish(adapter: str, family: str, *, directory: str | None = None, url: str
     source = Path(adapter)
     if not (source / "adapter_config.json").exists():
         raise FileNotFoundError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", family) or re.search(r"-v\d+$", family):
-        raise ValueError(f"family {family!r}: letters, digits, '_', '.', '-' only, without a -vN suffix")
+    if not FAMILY.fullmatch(family) or re.search(r"-v\d+$", family):
+        raise ValueError(f"family {family!r}: lowercase letters, digits, '_', '.', '-' (as llm_server requires), "
+                         "without a -vN suffix")
     root = adapters_dir(directory)
     root.mkdir(parents=True, exist_ok=True)
     name = f"{family}-v{(versions(root, family) or [0])[-1] + 1}"
@@ -94,7 +96,8 @@ def rollback(family: str, *, directory: str | None = None, url: str | None = Non
         raise FileNotFoundError(f"no published versions of {family!r} in {root}")
     name = f"{family}-v{found[-1]}"
     if unload:
-        _call(control_url(url), "/v1/adapters/unload", {"name": name})
+        # 404: already not loaded (e.g. the server restarted without it); retiring it is still right.
+        _call(control_url(url), "/v1/adapters/unload", {"name": name}, tolerate=(404,))
     moved = _retire(root, root / name)
     previous = f"{family}-v{found[-2]}" if len(found) > 1 else None
     return {"removed": name, "moved_to": str(moved), "now_serving": previous}

@@ -15,7 +15,7 @@ def fake_adapter(path):
 
 def test_publish_versions_and_rollback(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(publish, "_call", lambda url, path, payload: calls.append((path, payload)))
+    monkeypatch.setattr(publish, "_call", lambda url, path, payload, tolerate=(): calls.append((path, payload)))
     adapters = tmp_path / "adapters"
     source = fake_adapter(tmp_path / "a")
     first = publish.publish(str(source), "peer", directory=str(adapters), url="http://x")
@@ -30,7 +30,7 @@ def test_publish_versions_and_rollback(tmp_path, monkeypatch):
 
 
 def test_failed_load_leaves_no_adapter(tmp_path, monkeypatch):
-    def refuse(url, path, payload):
+    def refuse(url, path, payload, tolerate=()):
         raise RuntimeError("llm_server /v1/adapters/load failed (400)")
 
     monkeypatch.setattr(publish, "_call", refuse)
@@ -43,3 +43,5 @@ def test_failed_load_leaves_no_adapter(tmp_path, monkeypatch):
 def test_family_name_checked(tmp_path):
     with pytest.raises(ValueError):
         publish.publish(str(fake_adapter(tmp_path / "a")), "peer-v3", directory=str(tmp_path), load=False)
+    with pytest.raises(ValueError):
+        publish.publish(str(tmp_path / "a"), "Peer", directory=str(tmp_path), load=False)
