@@ -48,3 +48,13 @@ def test_export_llamafactory_and_swift(tmp_path):
     assert main(["export-config", "--to", "swift", "--out-dir", str(out), "--name", "n", "--batch-size", "6"]) == 0
     script = (out / "swift_sft_n.sh").read_text()
     assert "swift sft" in script and "--per_device_train_batch_size 6" in script and "--lora_alpha 32" in script
+
+
+def test_qlora_falls_back_to_lora_without_gpu(capsys):
+    from training.modeling import Device, resolve_method, use_bf16
+
+    cpu = Device("cpu", bf16=False, can_4bit=False)
+    assert resolve_method("qlora", cpu) == "lora"
+    assert "QLoRA unavailable (no CUDA device)" in capsys.readouterr().out
+    assert resolve_method("qlora", Device("cuda", True, True)) == "qlora"
+    assert use_bf16("auto", cpu) is False and use_bf16("auto", Device("cuda", True, False)) is True
