@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from tests.training.conftest import SAMPLES, tiny_config
+from tests.training.conftest import tiny_config
 from training.publish import publish, rollback
 from training.train import run_sft
 
