@@ -17,9 +17,8 @@ from training.config import tutorstack_home
 
 VERSIONED = re.compile(r"^(?P<family>[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*?)-v(?P<version>\d+)$")
 FAMILY = re.compile(r"[a-z0-9](?:[a-z0-9_.-]*[a-z0-9])?")  # llm_server's rule for family names
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "manifest.json",
-                 "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                 "README.md")
+# Only the adapter itself: a tokenizer inside a LoRA dir makes vLLM warn (it serves the base tokenizer anyway).
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "manifest.json", "README.md")
 
 
 def adapters_dir(override: str | None = None) -> Path:
