@@ -49,7 +49,9 @@ def test_cli_validate_fails_and_writes_nothing(tmp_path, capsys):
     assert f"{bad}:2: 'messages' must be a non-empty list" in capsys.readouterr().err
 
 
-def test_create_samples(tmp_path):
+def test_create_samples(tmp_path, monkeypatch):
+    monkeypatch.setenv("OUT_BASE", str(tmp_path / "out"))
+    monkeypatch.setenv("LOG_DIR", str(tmp_path / "runs"))
     assert main(["prepare", "--create-dirs", "--create-samples", "--data-dir", str(tmp_path / "d")]) == 0
     for name in ("processed/tool_sft.jsonl", "processed/rag_sft.jsonl", "processed/style_sft.jsonl",
                  "eval/benchmark.jsonl"):

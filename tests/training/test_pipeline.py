@@ -74,7 +74,8 @@ def test_predict_evaluate_merge(sft_adapter, base_model, tmp_path):
     assert len(list(merged.glob("*.safetensors"))) > 1 and (merged / "model.safetensors.index.json").exists()
 
 
-def test_dpo_from_sft_adapter(sft_adapter, base_model, tmp_path):
+def test_dpo_from_sft_adapter(sft_adapter, base_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
     config = tiny_config(base_model, tmp_path / "dpo", stage="dpo", sft_adapter=str(sft_adapter),
                          train_files=[str(SAMPLES / "dpo_pairs.jsonl")], max_steps=2, save_steps=10)
     out = run_dpo(config)
