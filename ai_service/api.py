@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ai_service.auth import Caller, gateway_caller
 from ai_service.chat import ChatEngine
-from ai_service.modes import UnknownModeError, resolve_mode
+from ai_service.modes import ChatMode, UnknownModeError, resolve_mode
+from ai_service.rag import RetrievalMode, build_rag_messages, cite_completion, stream_with_citations
 from ai_service.upstreams import Served
 from common.errors import OpenAIError
 from common.protocol import ChatCompletionRequest, ChatMessage, StreamOptions
@@ -30,7 +31,12 @@ class ModeChatRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     seed: int | None = None
     metadata: dict[str, Any] | None = None
-    top_k: int = Field(default=5, ge=1, le=20, description="passages to retrieve in _rag modes")
+    top_k: int = Field(default=4, ge=1, le=20, description="passages to retrieve in _rag modes")
+    paths: list[str] | None = Field(default=None, description="retrieve only from these source paths (globs)")
+
+
+class HybridChatRequest(ModeChatRequest):
+    mode: str = Field(default="tutor", min_length=1, max_length=64)
 
 
 async def engine(request: Request) -> ChatEngine:
@@ -76,21 +82,58 @@ async def chat_with_mode(
     chat: ChatEngine = Depends(engine),
     x_data_classification: str | None = Header(default=None),
 ):
+    """A chat mode (system prompt + optional adapter); `<mode>_rag` retrieves with the graph first."""
+    mode, rag = _mode(body.mode, request)
+    return await _mode_chat(body, mode, "graph" if rag else None, caller, chat, x_data_classification)
+
+
+@router.post("/chat/hybrid")
+async def chat_hybrid(
+    body: HybridChatRequest,
+    request: Request,
+    caller: Caller = Depends(gateway_caller),
+    chat: ChatEngine = Depends(engine),
+    x_data_classification: str | None = Header(default=None),
+):
+    """A chat mode (default tutor) grounded in passages from hybrid retrieval (BM25 + graph + dense)."""
+    mode, _ = _mode(body.mode, request)
+    return await _mode_chat(body, mode, "hybrid", caller, chat, x_data_classification)
+
+
+def _mode(name: str, request: Request) -> tuple[ChatMode, bool]:
     try:
-        mode, rag = resolve_mode(body.mode, request.app.state.modes)
+        return resolve_mode(name, request.app.state.modes)
     except UnknownModeError as exc:
         raise OpenAIError(400, str(exc), param="mode", code="unknown_mode") from exc
+
+
+async def _mode_chat(body: ModeChatRequest, mode: ChatMode, retrieval_mode: RetrievalMode | None, caller: Caller,
+                     chat: ChatEngine, x_data_classification: str | None):
     adapter = await chat.adapter_for_mode(mode)
     model = adapter or chat.settings.llm_model_local
     messages = [ChatMessage(role="system", content=mode.system_prompt), *body.messages]
+    passages, retrieval = [], None
+    if retrieval_mode:
+        passages, retrieval = await chat.retrieve_passages(body.messages, body.top_k, retrieval_mode, body.paths)
+        messages = build_rag_messages(messages, passages)
     completion = ChatCompletionRequest(
         model=model,
         messages=messages,
-        **body.model_dump(exclude={"mode", "messages", "top_k"}, exclude_none=True),
+        **body.model_dump(exclude={"mode", "messages", "top_k", "paths"}, exclude_none=True),
     )
     classification = chat.classification(caller.key_classification, x_data_classification, completion)
     served = await chat.complete(completion, model, classification)
-    extra = {"mode": body.mode, "adapter": adapter if served.model == adapter else None, "upstream": served.tier.value}
+    extra: dict[str, Any] = {"mode": body.mode, "adapter": adapter if served.model == adapter else None,
+                             "upstream": served.tier.value}
+    if retrieval is not None:
+        extra["retrieval"] = retrieval
+        extra["sources"] = [p.citation() for p in passages]  # what was retrieved; `citations`: what was cited
+        if served.chunks is not None:
+            served.chunks = stream_with_citations(served.chunks, passages, extra)
+        elif served.status < 400 and served.body:
+            served.body, extra["citations"] = cite_completion(served.body, passages)
     headers = chat.response_headers(served, classification)
     headers["x-tutorstack-mode"] = body.mode
+    if retrieval is not None:
+        headers["x-tutorstack-retrieval"] = retrieval["status"]
     return _respond(served, headers, extra)

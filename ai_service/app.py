@@ -21,11 +21,13 @@ def create_app(settings: AIServiceSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        await app.state.engine.router.aclose()
+        await app.state.engine.aclose()
 
     app = create_service_app("ai_service", settings, lifespan=lifespan)
     app.state.modes = load_modes(settings.chat_modes_file)
-    app.state.engine = ChatEngine(settings, build_upstreams(settings, app.state.metrics))
+    retrievals = app.state.metrics.counter(
+        "tutorstack_retrievals_total", "Retrievals for RAG chats by mode and outcome", ["mode", "status"])
+    app.state.engine = ChatEngine(settings, build_upstreams(settings, app.state.metrics), retrievals)
     engine = app.state.engine
     # The tier the policy depends on must be up; the other one is reported, not required.
     if settings.llm_routing_policy is Policy.CLOUD_ONLY:
@@ -34,5 +36,7 @@ def create_app(settings: AIServiceSettings | None = None) -> FastAPI:
         app.state.readiness.required["local_llm"] = engine.check_local
         if settings.cloud_configured:
             app.state.readiness.optional["cloud_llm"] = engine.check_cloud
+    # Retrieval is optional: RAG chats answer without passages when it is off or down, and say so.
+    app.state.readiness.optional["graphrag"] = engine.check_graphrag
     app.include_router(router)
     return app

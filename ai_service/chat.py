@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import time
+from typing import Any
+
+import httpx
 
 from ai_service.modes import ChatMode, latest_adapter_version
+from ai_service.rag import Passage, RetrievalMode, RetrievalUnavailable, last_user_text, retrieve
 from ai_service.routing import RoutingConfig, Tier, effective_classification, plan_route
 from ai_service.settings import AIServiceSettings
 from ai_service.upstreams import Served, UpstreamRouter
 from common.errors import OpenAIError
+from common.http import request_id_headers
+from common.logging import get_logger
 from common.protocol import ChatCompletionRequest
 
 MODEL_LIST_TTL_SEC = 5.0
+log = get_logger("ai_service.chat")
 
 
 class ChatEngine:
-    def __init__(self, settings: AIServiceSettings, router: UpstreamRouter):
+    def __init__(self, settings: AIServiceSettings, router: UpstreamRouter, retrievals=None):
         self.settings = settings
         self.router = router
+        self.retrievals = retrievals  # prometheus counter {mode, status}, optional
+        self._graphrag = httpx.AsyncClient(base_url=settings.graph_rag_url,
+                                           timeout=httpx.Timeout(settings.graph_rag_timeout_sec, connect=2.0))
         self.routing = RoutingConfig(
             policy=settings.llm_routing_policy,
             app_env=settings.app_env,
@@ -73,6 +83,38 @@ class ChatEngine:
         if request.stream:
             return await self.router.stream(plan, body, model)
         return await self.router.complete(plan, body, model)
+
+    # --- retrieval ---------------------------------------------------------------------
+    async def retrieve_passages(self, messages: list, top_k: int, mode: RetrievalMode,
+                                paths: list[str] | None = None) -> tuple[list[Passage], dict[str, Any]]:
+        """Passages for the last user message, and what happened, for the response's `retrieval`
+        field. Retrieval failing never fails the chat: it answers without passages and says so."""
+        info: dict[str, Any] = {"mode": mode, "top_k": top_k}
+        if not self.settings.graph_rag_enabled:
+            status, passages = "disabled", []
+            info["detail"] = "retrieval is turned off (GRAPH_RAG_ENABLED=false); answered without course passages"
+        else:
+            try:
+                passages = await retrieve(self._graphrag, self.settings.graph_rag_url, last_user_text(messages),
+                                          top_k, mode, paths, headers=request_id_headers())
+                status = "ok"
+            except RetrievalUnavailable as exc:
+                status, passages = "unavailable", []
+                info["detail"] = f"{exc}; answered without course passages"
+                log.warning("retrieval unavailable", extra={"detail": str(exc)})
+        if self.retrievals is not None:
+            self.retrievals.labels(mode, status).inc()
+        return passages, {"status": status, "passages": len(passages), **info}
+
+    async def check_graphrag(self) -> None:
+        if not self.settings.graph_rag_enabled:
+            raise RuntimeError("disabled (GRAPH_RAG_ENABLED=false)")
+        response = await self._graphrag.get("/readyz", timeout=2.0)
+        response.raise_for_status()
+
+    async def aclose(self) -> None:
+        await self._graphrag.aclose()
+        await self.router.aclose()
 
     async def check_local(self) -> None:
         await self.local_models(fresh=True)

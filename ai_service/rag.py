@@ -9,9 +9,10 @@ service, put them numbered into the prompt, and turn the answer's [n] markers in
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, AsyncIterator, Literal, Sequence
 
 import httpx
 
@@ -56,7 +57,7 @@ class Passage:
 
 async def retrieve(client: httpx.AsyncClient, base_url: str, query: str, top_k: int = 5,
                    mode: RetrievalMode = "hybrid", paths: list[str] | None = None,
-                   timeout: float | None = None) -> list[Passage]:
+                   timeout: float | None = None, headers: dict[str, str] | None = None) -> list[Passage]:
     """POST {base_url}/v1/retrieve. Raises RetrievalUnavailable when graphrag cannot answer;
     an empty query returns no passages without asking."""
     if not query or not query.strip():
@@ -66,7 +67,8 @@ async def retrieve(client: httpx.AsyncClient, base_url: str, query: str, top_k: 
         payload["paths"] = paths
     url = base_url.rstrip("/") + "/v1/retrieve"
     try:
-        response = await client.post(url, json=payload, **({"timeout": timeout} if timeout is not None else {}))
+        response = await client.post(url, json=payload, headers=headers,
+                                     **({"timeout": timeout} if timeout is not None else {}))
     except httpx.HTTPError as exc:
         raise RetrievalUnavailable(f"graphrag not reachable at {base_url}: {type(exc).__name__}") from exc
     if response.status_code >= 400:
@@ -163,3 +165,57 @@ def _new_message(template: Any, role: str, content: str) -> Any:
     if isinstance(template, dict) or not hasattr(template, "model_copy"):
         return {"role": role, "content": content}
     return type(template)(role=role, content=content)
+
+
+# ---------------------------------------------------------------- answers: plain and streamed
+
+def cite_completion(body: dict[str, Any], passages: Sequence[Passage]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A chat.completion body with dangling [n] markers removed from the first choice, and its citations."""
+    choices = body.get("choices") or []
+    if not choices:
+        return body, []
+    message = choices[0].get("message") or {}
+    text, citations = extract_citations(message.get("content") or "", passages)
+    first = {**choices[0], "message": {**message, "content": text}}
+    return {**body, "choices": [first, *choices[1:]]}, citations
+
+
+async def stream_with_citations(chunks: AsyncIterator[bytes], passages: Sequence[Passage],
+                                extra: dict[str, Any]) -> AsyncIterator[bytes]:
+    """Pass SSE chunks through as they come; before `data: [DONE]` add one chunk carrying the
+    `citations` of the whole answer (and `extra`). Text already sent cannot be edited, so a
+    streamed answer keeps any dangling marker; the citations list still holds only real passages."""
+    pending = b""
+    answer: list[str] = []
+    trailer_sent = False
+
+    def trailer() -> bytes:
+        _, citations = extract_citations("".join(answer), passages)
+        payload = {"object": "chat.completion.chunk", "choices": [], "citations": citations, **extra}
+        return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+    async for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        out = []
+        for line in lines:
+            if line.startswith(b"data:"):
+                data = line[5:].strip()
+                if data == b"[DONE]" and not trailer_sent:
+                    out.append(trailer())
+                    trailer_sent = True
+                elif data and data != b"[DONE]":
+                    answer.append(_delta_text(data))
+            out.append(line + b"\n")
+        if out:
+            yield b"".join(out)
+    if pending:
+        yield pending
+
+
+def _delta_text(data: bytes) -> str:
+    try:
+        event = json.loads(data)
+        return "".join((c.get("delta") or {}).get("content") or "" for c in event.get("choices") or [])
+    except (ValueError, AttributeError):
+        return ""

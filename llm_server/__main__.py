@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     pull.add_argument("--force", action="store_true", help="convert again even when cached")
     pull.add_argument("--verify", action="store_true", help="re-hash cached files against the manifest")
 
-    commands.add_parser("serve", help="launch vLLM and the control API (ports VLLM_PORT, LLM_SERVER_PORT)")
+    serve_cmd = commands.add_parser("serve", help="launch vLLM and the control API (ports VLLM_PORT, LLM_SERVER_PORT)")
+    serve_cmd.add_argument("--external-vllm", metavar="URL",
+                           help="manage a vLLM that runs elsewhere (e.g. http://vllm:8000) instead of launching one")
 
     build = commands.add_parser("build-sample-adapter",
                                 help="train the sample 'peer' LoRA adapter into $TUTORSTACK_HOME/adapters (cached)")
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "serve":
             from llm_server.serve import serve
 
-            return serve(settings)
+            return serve(settings, external_vllm=args.external_vllm)
         elif args.command == "build-sample-adapter":
             from llm_server.sample_adapter import build_sample_adapter
 
@@ -53,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         from llm_server.pull import PullError
+        from llm_server.serve import StartupError
 
-        if isinstance(exc, (PullError, ValueError, FileNotFoundError)):
+        if isinstance(exc, (PullError, StartupError, ValueError, FileNotFoundError)):
             print(f"error: {exc}", file=sys.stderr)
             return 1
         raise

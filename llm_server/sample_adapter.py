@@ -29,7 +29,7 @@ def progress(line: str) -> None:
 
 
 def build_sample_adapter(settings: LLMServerSettings, name: str = "peer-v1", *, force: bool = False,
-                         steps: int = 40, batch_size: int = 8, learning_rate: float = 2e-3, seed: int = 0,
+                         steps: int = 20, batch_size: int = 8, learning_rate: float = 3e-3, seed: int = 0,
                          dataset: Path = DATASET) -> Path:
     parse_adapter_name(name)  # refuse names the registry could not version
     target = settings.resolved_adapters_dir / name

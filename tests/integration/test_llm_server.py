@@ -1,0 +1,77 @@
+"""llm_server's control API over the real vLLM it launched: the adapter registry (list, load
+the newest version of a family, unload) and its errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def vllm_model_ids(vllm_stack) -> set[str]:
+    response = httpx.get(f"{vllm_stack.vllm_url}/v1/models", timeout=10,
+                         headers={"Authorization": f"Bearer {vllm_stack.api_key}"})
+    return {m["id"] for m in response.raise_for_status().json()["data"]}
+
+
+def test_vllm_refuses_requests_without_its_api_key(vllm_stack):
+    assert httpx.get(f"{vllm_stack.vllm_url}/v1/models", timeout=10).status_code == 401
+
+
+def test_the_sample_adapter_is_served_from_start_up(vllm_stack):
+    listing = httpx.get(f"{vllm_stack.control_url}/v1/adapters", timeout=10).json()
+    rows = {row["name"]: row for row in listing["data"]}
+    assert rows["peer-v1"]["loaded"] is True and rows["peer-v1"]["rank"] == 8
+    assert listing["latest_loaded"]["peer"] == "peer-v1"
+    assert "peer-v1" in vllm_model_ids(vllm_stack)
+
+
+def test_load_family_takes_the_newest_version_then_unload(vllm_stack):
+    for name in ("probe-v1", "probe-v2"):  # two versions of a family on disk, neither loaded
+        shutil.copytree(vllm_stack.adapters_dir / "peer-v1", vllm_stack.adapters_dir / name)
+    control = vllm_stack.control_url
+    try:
+        loaded = httpx.post(f"{control}/v1/adapters/load", json={"name": "probe"}, timeout=120)
+        assert loaded.status_code == 200, loaded.text
+        assert loaded.json() == {"name": "probe-v2", "path": str((vllm_stack.adapters_dir / "probe-v2").resolve()),
+                                 "loaded": True, "changed": True}
+        assert "probe-v2" in vllm_model_ids(vllm_stack) and "probe-v1" not in vllm_model_ids(vllm_stack)
+        again = httpx.post(f"{control}/v1/adapters/load", json={"name": "probe-v2"}, timeout=120).json()
+        assert again["changed"] is False
+
+        # vLLM answers with the adapter that was just loaded.
+        completion = httpx.post(f"{vllm_stack.vllm_url}/v1/chat/completions", timeout=120,
+                                headers={"Authorization": f"Bearer {vllm_stack.api_key}"},
+                                json={"model": "probe-v2", "max_tokens": 8,
+                                      "messages": [{"role": "user", "content": "Hi"}]})
+        assert completion.status_code == 200 and completion.json()["model"] == "probe-v2"
+
+        unloaded = httpx.post(f"{control}/v1/adapters/unload", json={"name": "probe-v2"}, timeout=60)
+        assert unloaded.status_code == 200 and unloaded.json()["loaded"] is False
+        assert "probe-v2" not in vllm_model_ids(vllm_stack)
+        missing = httpx.post(f"{control}/v1/adapters/unload", json={"name": "probe-v2"}, timeout=60)
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "adapter_not_loaded"
+    finally:
+        httpx.post(f"{control}/v1/adapters/unload", json={"name": "probe-v2"}, timeout=60)
+        for name in ("probe-v1", "probe-v2"):
+            shutil.rmtree(vllm_stack.adapters_dir / name, ignore_errors=True)
+
+
+def test_bad_names_and_missing_adapters_are_clear_errors(vllm_stack):
+    control = vllm_stack.control_url
+    bad = httpx.post(f"{control}/v1/adapters/load", json={"name": "Peer V1"}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "name"
+    absent = httpx.post(f"{control}/v1/adapters/load", json={"name": "nosuch"}, timeout=30)
+    assert absent.status_code == 404 and "nosuch" in absent.json()["error"]["message"]
+    no_dir = httpx.post(f"{control}/v1/adapters/load", json={"name": "nosuch-v3"}, timeout=30)
+    assert no_dir.status_code == 404
+
+
+def test_control_api_reports_health_and_metrics(vllm_stack):
+    ready = httpx.get(f"{vllm_stack.control_url}/readyz", timeout=10).json()
+    assert ready["status"] == "ready" and ready["checks"]["vllm"] == "ok"
+    metrics = httpx.get(f"{vllm_stack.control_url}/metrics", timeout=10).text
+    assert "llm_server_adapter_operations_total" in metrics
