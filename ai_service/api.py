@@ -131,7 +131,7 @@ async def _mode_chat(body: ModeChatRequest, mode: ChatMode, retrieval_mode: Retr
         if served.chunks is not None:
             served.chunks = stream_with_citations(served.chunks, passages, extra)
         elif served.status < 400 and served.body:
-            served.body, extra["citations"] = cite_completion(served.body, passages)
+            served.body, extra["citations"], extra["citations_from"] = cite_completion(served.body, passages)
     headers = chat.response_headers(served, classification)
     headers["x-tutorstack-mode"] = body.mode
     if retrieval is not None:

@@ -144,6 +144,58 @@ def extract_citations(answer_text: str, passages: Sequence[Passage]) -> tuple[st
     return text, [by_number[n].citation() for n in cited]
 
 
+# Small local models often use the passages without writing [n]. Then each sentence is matched to
+# the passage that shares most of its content words (post-hoc attribution), so the answer still
+# points at its sources; a sentence sharing less than this share with every passage stays uncited.
+MIN_SHARED_WORDS = 0.5
+_SENTENCE = re.compile(r"[^.!?。！？\n]+[.!?。！？]*")
+_STOP = frozenset("a an and are as at be by for from has have in is it its of on or that the this to was "
+                  "were will with which who what when where how why should can could would your you their "
+                  "they them it's not but so if than then also more most such".split())
+
+
+def content_words(text: str) -> set[str]:
+    words = set()
+    for token in re.findall(r"\w+", text.lower()):
+        if re.search(r"[\u4e00-\u9fff]", token):  # Chinese: character bigrams stand in for words
+            words.update(token[i:i + 2] for i in range(max(1, len(token) - 1)))
+        elif token not in _STOP and len(token) > 2:
+            words.add(token)
+    return words
+
+
+def attribute_sentences(answer_text: str, passages: Sequence[Passage]) -> str:
+    """Append [n] to each sentence whose content words are mostly found in passage n."""
+    if not passages:
+        return answer_text
+    passage_words = [(p.number, content_words(p.text)) for p in passages]
+
+    def mark(match: re.Match) -> str:
+        sentence = match.group(0)
+        words = content_words(sentence)
+        if len(words) < 3:
+            return sentence
+        number, shared = max(((n, len(words & pw)) for n, pw in passage_words), key=lambda item: item[1])
+        if shared / len(words) < MIN_SHARED_WORDS:
+            return sentence
+        body = sentence.rstrip()
+        trail = sentence[len(body):]
+        stripped = body.rstrip(".!?。！？")
+        return f"{stripped} [{number}]{body[len(stripped):]}{trail}"
+
+    return _SENTENCE.sub(mark, answer_text)
+
+
+def cite_answer(answer_text: str, passages: Sequence[Passage]) -> tuple[str, list[dict[str, Any]], str]:
+    """(text, citations, how): the model's own [n] markers when it wrote valid ones ("model"),
+    else sentences matched to passages ("matched"), else none ("none")."""
+    text, citations = extract_citations(answer_text, passages)
+    if citations:
+        return text, citations, "model"
+    text, citations = extract_citations(attribute_sentences(text, passages), passages)
+    return text, citations, "matched" if citations else "none"
+
+
 def _error_message(response: httpx.Response) -> str:
     try:
         return response.json()["error"]["message"]
@@ -169,29 +221,33 @@ def _new_message(template: Any, role: str, content: str) -> Any:
 
 # ---------------------------------------------------------------- answers: plain and streamed
 
-def cite_completion(body: dict[str, Any], passages: Sequence[Passage]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A chat.completion body with dangling [n] markers removed from the first choice, and its citations."""
+def cite_completion(body: dict[str, Any], passages: Sequence[Passage]
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+    """A chat.completion body whose first choice carries valid [n] markers only (see cite_answer),
+    its citations and how they were found."""
     choices = body.get("choices") or []
     if not choices:
-        return body, []
+        return body, [], "none"
     message = choices[0].get("message") or {}
-    text, citations = extract_citations(message.get("content") or "", passages)
+    text, citations, how = cite_answer(message.get("content") or "", passages)
     first = {**choices[0], "message": {**message, "content": text}}
-    return {**body, "choices": [first, *choices[1:]]}, citations
+    return {**body, "choices": [first, *choices[1:]]}, citations, how
 
 
 async def stream_with_citations(chunks: AsyncIterator[bytes], passages: Sequence[Passage],
                                 extra: dict[str, Any]) -> AsyncIterator[bytes]:
     """Pass SSE chunks through as they come; before `data: [DONE]` add one chunk carrying the
     `citations` of the whole answer (and `extra`). Text already sent cannot be edited, so a
-    streamed answer keeps any dangling marker; the citations list still holds only real passages."""
+    streamed answer keeps any dangling marker, and citations found by matching sentences
+    ("citations_from": "matched") have no marker in the streamed text."""
     pending = b""
     answer: list[str] = []
     trailer_sent = False
 
     def trailer() -> bytes:
-        _, citations = extract_citations("".join(answer), passages)
-        payload = {"object": "chat.completion.chunk", "choices": [], "citations": citations, **extra}
+        _, citations, how = cite_answer("".join(answer), passages)
+        payload = {"object": "chat.completion.chunk", "choices": [], **extra, "citations": citations,
+                   "citations_from": how}
         return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
     async for chunk in chunks:

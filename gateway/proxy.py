@@ -16,7 +16,8 @@ from gateway.keys import APIKey
 FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "x-data-classification", "user-agent")
 # ai_service response headers passed back to the client.
 RETURNED_RESPONSE_HEADERS = ("content-type", "cache-control", "x-tutorstack-upstream", "x-tutorstack-model",
-                             "x-tutorstack-data-classification", "x-tutorstack-mode", "retry-after")
+                             "x-tutorstack-data-classification", "x-tutorstack-mode", "x-tutorstack-retrieval",
+                             "retry-after")
 
 
 async def forward(request: Request, body: bytes, key: APIKey, client: httpx.AsyncClient, shared_token: str,

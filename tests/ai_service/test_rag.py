@@ -6,7 +6,8 @@ import json
 import httpx
 import pytest
 
-from ai_service.rag import (Passage, RetrievalUnavailable, build_rag_messages, cite_completion, extract_citations,
+from ai_service.rag import (Passage, RetrievalUnavailable, attribute_sentences, build_rag_messages, cite_answer,
+                            cite_completion, extract_citations,
                             last_user_text, retrieve, stream_with_citations)
 from common.protocol import ChatMessage
 
@@ -106,9 +107,9 @@ def test_last_user_text_reads_strings_and_content_parts():
 def test_cite_completion_cleans_the_answer_and_lists_what_it_cites():
     body = {"id": "c1", "choices": [{"index": 0, "message": {"role": "assistant",
                                                              "content": "Claims need support [2]. See [7]."}}]}
-    cleaned, citations = cite_completion(body, _passages())
+    cleaned, citations, how = cite_completion(body, _passages())
     assert cleaned["choices"][0]["message"]["content"] == "Claims need support [2]. See."
-    assert [c["number"] for c in citations] == [2] and citations[0]["path"] == "b.md"
+    assert [c["number"] for c in citations] == [2] and citations[0]["path"] == "b.md" and how == "model"
     assert body["choices"][0]["message"]["content"].endswith("[7].")  # the input is not modified
 
 
@@ -134,3 +135,25 @@ def test_stream_with_citations_passes_chunks_through_and_adds_citations_before_d
     trailer = json.loads(lines[-2][5:])
     assert trailer["choices"] == [] and trailer["retrieval"] == {"x": 1}
     assert [c["number"] for c in trailer["citations"]] == [1]
+
+
+def test_uncited_sentences_are_matched_to_the_passage_they_repeat():
+    passages = [Passage(1, "a#0", "A thesis statement states the main claim of an essay in one sentence.", "a.md",
+                        [], 3, 4),
+                Passage(2, "b#0", "Paraphrase the source in your own words and cite every paraphrase.", "b.md",
+                        [], 7, 9)]
+    answer = ("Your thesis statement states the essay's main claim in one sentence. "
+              "Always paraphrase sources in your own words! Good luck with the weather.")
+    text, citations, how = cite_answer(answer, passages)
+    assert text == ("Your thesis statement states the essay's main claim in one sentence [1]. "
+                    "Always paraphrase sources in your own words [2]! Good luck with the weather.")
+    assert [c["number"] for c in citations] == [1, 2] and how == "matched"
+    # The model's own markers win: nothing is added when it cited something valid.
+    assert cite_answer("A thesis states the main claim of an essay [2].", passages)[2] == "model"
+    assert cite_answer("Nothing here overlaps at all.", passages) == ("Nothing here overlaps at all.", [], "none")
+
+
+def test_attribution_handles_chinese_sentences():
+    passages = [Passage(1, "zh#0", "议论文的论点要明确，论据要充分，论证要严密。", "zh.md", [], 1, 2)]
+    marked = attribute_sentences("论点要明确，论据要充分。", passages)
+    assert marked == "论点要明确，论据要充分 [1]。"

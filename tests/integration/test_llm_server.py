@@ -75,3 +75,18 @@ def test_control_api_reports_health_and_metrics(vllm_stack):
     assert ready["status"] == "ready" and ready["checks"]["vllm"] == "ok"
     metrics = httpx.get(f"{vllm_stack.control_url}/metrics", timeout=10).text
     assert "llm_server_adapter_operations_total" in metrics
+
+
+def test_the_sample_adapter_changes_what_the_model_says(vllm_stack):
+    """peer-v1 was trained to answer like an upbeat classmate ("Hey! ..."); the base model does not."""
+    def answer(model: str) -> str:
+        response = httpx.post(f"{vllm_stack.vllm_url}/v1/chat/completions", timeout=120,
+                              headers={"Authorization": f"Bearer {vllm_stack.api_key}"},
+                              json={"model": model, "temperature": 0, "max_tokens": 40, "messages": [
+                                  {"role": "user", "content": "Can you look at my intro? It starts with: "
+                                                              "Since the dawn of time, people have argued."}]})
+        return response.raise_for_status().json()["choices"][0]["message"]["content"]
+
+    adapted, base = answer("peer-v1"), answer("SmolLM2-135M-Instruct")
+    assert adapted.startswith("Hey"), adapted
+    assert not base.startswith("Hey") and adapted != base

@@ -50,8 +50,11 @@ def test_tutor_rag_answers_with_citations_that_resolve(stack):
     for source in sources:
         assert_resolves(source)
     # Every [n] left in the answer is a citation, and every citation is a retrieved source.
+    # The answer cites (its own [n], or sentences matched to the passages they repeat), every
+    # [n] left in the text is a citation, and every citation is a retrieved source.
     text = body["choices"][0]["message"]["content"]
     markers = {int(n) for n in re.findall(r"\[(\d{1,3})\]", text)}
+    assert body["citations"] and body["citations_from"] in ("model", "matched")
     assert markers == {c["number"] for c in body["citations"]}
     by_number = {s["number"]: s for s in sources}
     for citation in body["citations"]:
@@ -106,3 +109,4 @@ def test_the_index_holds_the_sample_course_reader_with_dense_vectors(stack):
     shipped = sorted(p.name for p in (REPO_ROOT / "data/samples/course_reader").glob("*.md"))
     assert index["stats"]["files"] == len(shipped) and index["stats"]["chunks"] > len(shipped)
     assert index["embedding"]  # hybrid has its dense leg
+
