@@ -24,6 +24,10 @@ async def forward(request: Request, body: bytes, key: APIKey, client: httpx.Asyn
                   extra_headers: dict[str, str]) -> StreamingResponse:
     headers = {name: request.headers[name] for name in FORWARDED_REQUEST_HEADERS if name in request.headers}
     headers.update(request_id_headers())
+    if body:
+        # The API speaks JSON only. `curl -d` labels its body form-urlencoded; read it as the JSON it is
+        # (a body that is not JSON still gets a clear 400 from ai_service).
+        headers["content-type"] = "application/json"
     headers["x-tutorstack-key-id"] = key.id
     headers["x-tutorstack-key-classification"] = key.classification
     if shared_token:

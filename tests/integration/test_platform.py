@@ -148,6 +148,17 @@ def test_malformed_json_is_400_and_schema_errors_are_422(stack):
         sdk(stack).chat.completions.create(model=BASE_MODEL, messages=[])
 
 
+def test_curl_style_body_without_json_content_type_is_read_as_json(stack):
+    # `curl -d '{...}'` sends application/x-www-form-urlencoded; the README's curl must work as written.
+    headers = {"authorization": f"Bearer {stack.api_key}", "content-type": "application/x-www-form-urlencoded"}
+    body = json.dumps({"mode": "tutor", "messages": HELLO, "max_tokens": 8}).encode()
+    response = httpx.post(f"{stack.gateway_url}/v1/chat", content=body, headers=headers, timeout=120)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"].strip()
+    not_json = httpx.post(f"{stack.gateway_url}/v1/chat", content=b"mode=tutor", headers=headers)
+    assert assert_openai_error(not_json, 400)["code"] == "invalid_json"
+
+
 def test_request_id_is_kept_and_returned(stack):
     response = httpx.get(f"{stack.gateway_url}/v1/models", headers={
         "authorization": f"Bearer {stack.api_key}", "x-request-id": "trace-abc-123"})
