@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import httpx
+from prometheus_client import Counter
 
 from ai_service.modes import ChatMode, latest_adapter_version
 from ai_service.rag import Passage, RetrievalMode, RetrievalUnavailable, last_user_text, retrieve
@@ -22,10 +23,10 @@ log = get_logger("ai_service.chat")
 
 
 class ChatEngine:
-    def __init__(self, settings: AIServiceSettings, router: UpstreamRouter, retrievals=None):
+    def __init__(self, settings: AIServiceSettings, router: UpstreamRouter, retrievals: Counter):
         self.settings = settings
         self.router = router
-        self.retrievals = retrievals  # prometheus counter {mode, status}, optional
+        self.retrievals = retrievals  # {mode, status}
         self._graphrag = httpx.AsyncClient(base_url=settings.graph_rag_url,
                                            timeout=httpx.Timeout(settings.graph_rag_timeout_sec, connect=2.0))
         self.routing = RoutingConfig(
@@ -102,8 +103,7 @@ class ChatEngine:
                 status, passages = "unavailable", []
                 info["detail"] = f"{exc}; answered without course passages"
                 log.warning("retrieval unavailable", extra={"detail": str(exc)})
-        if self.retrievals is not None:
-            self.retrievals.labels(mode, status).inc()
+        self.retrievals.labels(mode, status).inc()
         return passages, {"status": status, "passages": len(passages), **info}
 
     async def check_graphrag(self) -> None:

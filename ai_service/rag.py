@@ -242,7 +242,6 @@ async def stream_with_citations(chunks: AsyncIterator[bytes], passages: Sequence
     ("citations_from": "matched") have no marker in the streamed text."""
     pending = b""
     answer: list[str] = []
-    trailer_sent = False
 
     def trailer() -> bytes:
         _, citations, how = cite_answer("".join(answer), passages)
@@ -257,10 +256,9 @@ async def stream_with_citations(chunks: AsyncIterator[bytes], passages: Sequence
         for line in lines:
             if line.startswith(b"data:"):
                 data = line[5:].strip()
-                if data == b"[DONE]" and not trailer_sent:
+                if data == b"[DONE]":
                     out.append(trailer())
-                    trailer_sent = True
-                elif data and data != b"[DONE]":
+                elif data:
                     answer.append(_delta_text(data))
             out.append(line + b"\n")
         if out:

@@ -9,6 +9,7 @@ elsewhere (the GPU container in compose) and loads the adapters on disk into it 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import shlex
@@ -20,7 +21,6 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import uvicorn
 
 from common.logging import configure_logging, get_logger
@@ -118,7 +118,7 @@ class VllmProcess:
                 continue
 
 
-async def wait_until_up(client: httpx.AsyncClient, url: str, timeout: float, child: VllmProcess | None) -> float:
+async def wait_until_up(vllm: VllmClient, url: str, timeout: float, child: VllmProcess | None) -> float:
     """Poll vLLM's /health, logging progress; returns seconds waited."""
     started = time.monotonic()
     next_note = started + 15
@@ -126,11 +126,8 @@ async def wait_until_up(client: httpx.AsyncClient, url: str, timeout: float, chi
         waited = time.monotonic() - started
         if child is not None and not child.alive():
             raise StartupError(f"vLLM exited with code {child.popen.returncode} while starting (see [vllm] lines)")
-        try:
-            if (await client.get(f"{url}/health", timeout=3)).status_code == 200:
-                return waited
-        except httpx.HTTPError:
-            pass
+        if await vllm.healthy():
+            return waited
         if waited > timeout:
             raise StartupError(f"vLLM was not healthy after {timeout:.0f}s (VLLM_START_TIMEOUT_SEC)")
         if time.monotonic() >= next_note:
@@ -171,8 +168,7 @@ def serve(settings: LLMServerSettings, external_vllm: str | None = None) -> int:
     async def watch() -> None:
         # Waits for vLLM, loads adapters it lacks, then stops the server if a launched vLLM dies.
         try:
-            async with httpx.AsyncClient() as client:
-                waited = await wait_until_up(client, vllm_url, settings.vllm_start_timeout_sec, child)
+            waited = await wait_until_up(vllm, vllm_url, settings.vllm_start_timeout_sec, child)
             log.info(f"vLLM is up at {vllm_url} after {waited:.0f}s", extra={"vllm_url": vllm_url})
             added = await load_missing_adapters(vllm, adapters)
             if added:
@@ -239,11 +235,6 @@ def _vllm_python(settings: LLMServerSettings) -> str:
     if settings.vllm_python:
         raise StartupError(f"VLLM_PYTHON={settings.vllm_python} does not exist")
     # No dedicated venv: a vLLM installed in this interpreter (the GPU image) will do.
-    try:
-        import importlib.util
-
-        if importlib.util.find_spec("vllm") is not None:
-            return sys.executable
-    except (ImportError, ValueError):
-        pass
+    if importlib.util.find_spec("vllm") is not None:
+        return sys.executable
     raise StartupError(f"no vLLM found: {python} does not exist (run `make setup`) and this Python has no vllm")

@@ -18,6 +18,12 @@ class VllmClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def healthy(self) -> bool:
+        try:
+            return (await self._http.get("/health", timeout=3.0)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     async def models(self) -> list[dict]:
         response = await self._http.get("/v1/models", headers=request_id_headers(), timeout=5.0)
         response.raise_for_status()

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
+from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / ".tutorstack"
@@ -20,15 +21,8 @@ STATE = ROOT / ".tutorstack"
 
 def env_file_values() -> dict[str, str]:
     """.env.example's defaults, overridden by .env where the user has one."""
-    values = {}
-    for path in (ROOT / ".env.example", ROOT / ".env"):
-        if path.exists():
-            for line in path.read_text().splitlines():
-                line = line.strip()
-                if line and not line.startswith("#") and "=" in line:
-                    key, value = line.split("=", 1)
-                    values[key.strip()] = value.strip().strip('"').strip("'")
-    return {key: value for key, value in values.items() if value != ""}
+    values = {**dotenv_values(ROOT / ".env.example"), **dotenv_values(ROOT / ".env")}
+    return {key: value for key, value in values.items() if value}
 
 
 def redis_binary() -> str:
