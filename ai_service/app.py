@@ -8,8 +8,10 @@ from fastapi import FastAPI
 
 from ai_service.api import router
 from ai_service.chat import ChatEngine
+from ai_service.delegate import ServiceDirectory
 from ai_service.modes import load_modes
 from ai_service.routing import Policy
+from ai_service.service_routes import router as service_router
 from ai_service.settings import AIServiceSettings
 from ai_service.upstreams import build_upstreams
 from common.app import create_service_app
@@ -22,6 +24,7 @@ def create_app(settings: AIServiceSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         yield
         await app.state.engine.aclose()
+        await app.state.services.aclose()
 
     app = create_service_app("ai_service", settings, lifespan=lifespan)
     app.state.modes = load_modes(settings.chat_modes_file)
@@ -38,5 +41,7 @@ def create_app(settings: AIServiceSettings | None = None) -> FastAPI:
             app.state.readiness.optional["cloud_llm"] = engine.check_cloud
     # Retrieval is optional: RAG chats answer without passages when it is off or down, and say so.
     app.state.readiness.optional["graphrag"] = engine.check_graphrag
+    app.state.services = ServiceDirectory(settings)
     app.include_router(router)
+    app.include_router(service_router)
     return app

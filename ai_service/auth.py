@@ -1,37 +1,27 @@
-"""Trust between the gateway and ai_service: the shared token, and the caller identity
-the gateway vouches for (key id and the key's data classification)."""
+"""Who may call ai_service: the gateway (AI_GATEWAY_SHARED_TOKEN, with the identity it vouches
+for) and internal services calling back for completions (AI_SERVICE_INTERNAL_TOKEN).
+The check itself lives in common.auth, the one place for it."""
 
 from __future__ import annotations
 
-import hmac
-from dataclasses import dataclass
-
 from fastapi import Request
 
+from common.auth import GATEWAY_TOKEN_HEADER, SERVICE_TOKEN_HEADER, Caller, caller_from_headers, token_matches
 from common.errors import OpenAIError
 
-GATEWAY_TOKEN_HEADER = "x-tutorstack-gateway-token"
-KEY_ID_HEADER = "x-tutorstack-key-id"
-KEY_CLASSIFICATION_HEADER = "x-tutorstack-key-classification"
-
-
-@dataclass(frozen=True)
-class Caller:
-    key_id: str
-    key_classification: str  # the API key's default: private unless created public
+__all__ = ["Caller", "gateway_caller"]
 
 
 async def gateway_caller(request: Request) -> Caller:
-    """FastAPI dependency: refuses requests that did not come through the gateway (outside dev)."""
+    """FastAPI dependency: refuses requests that came neither through the gateway nor from an
+    internal service (outside dev, where settings make both tokens mandatory)."""
     settings = request.app.state.settings
-    expected = settings.ai_gateway_shared_token
-    if expected:
-        presented = request.headers.get(GATEWAY_TOKEN_HEADER, "")
-        if not hmac.compare_digest(presented.encode(), expected.encode()):
+    gateway_token = request.headers.get(GATEWAY_TOKEN_HEADER, "")
+    service_token = request.headers.get(SERVICE_TOKEN_HEADER, "")
+    if settings.ai_gateway_shared_token or settings.ai_service_internal_token:
+        if not (token_matches(gateway_token, [settings.ai_gateway_shared_token])
+                or token_matches(service_token, [settings.ai_service_internal_token])):
             raise OpenAIError(401, "Missing or invalid gateway token: call ai_service through the gateway.",
                               code="invalid_gateway_token")
-    # Without a token (dev only, enforced by settings) identity headers are advisory.
-    return Caller(
-        key_id=request.headers.get(KEY_ID_HEADER, "anonymous"),
-        key_classification=request.headers.get(KEY_CLASSIFICATION_HEADER, "private"),
-    )
+    # Without any token (dev only, enforced by settings) identity headers are advisory.
+    return caller_from_headers(request)

@@ -14,6 +14,8 @@ class AIServiceSettings(ServiceSettings):
 
     llm_routing_policy: Policy = Policy.LOCAL_FIRST
     ai_gateway_shared_token: str = ""
+    # Internal services (writing, guided, practice) calling ai_service for completions.
+    ai_service_internal_token: str = ""
     llm_enable_cloud_fallback_nonprod: bool = False
     llm_local_timeout_sec: float = Field(30.0, gt=0)
     llm_cloud_timeout_sec: float = Field(60.0, gt=0)
@@ -32,13 +34,25 @@ class AIServiceSettings(ServiceSettings):
     graph_rag_enabled: bool = True
     graph_rag_url: str = "http://localhost:8002"
     graph_rag_timeout_sec: float = 5.0
+    graphrag_api_token: str = ""  # graphrag's own service token
+
+    # Internal services that ai_service delegates to (ai_service/delegate.py): URL and each one's token.
+    writing_service_url: str = "http://localhost:8004"
+    writing_api_token: str = ""
+    guided_service_url: str = "http://localhost:8003"
+    guided_api_token: str = ""
+    practice_service_url: str = "http://localhost:8006"
+    practice_api_token: str = ""
+    health_service_url: str = "http://localhost:8005"
+    health_api_token: str = ""
+    delegate_timeout_sec: float = Field(120.0, gt=0)
 
     @model_validator(mode="after")
     def _check_required(self) -> "AIServiceSettings":
         if not self.llm_api_key_local.strip():
             raise ValueError("LLM_API_KEY_LOCAL must be non-empty (use any value, e.g. 'dummy', for a vLLM without --api-key)")
-        if self.app_env != "dev" and not self.ai_gateway_shared_token:
-            raise ValueError(f"AI_GATEWAY_SHARED_TOKEN is required when APP_ENV={self.app_env} (only dev may run without it)")
+        self.require_outside_dev("AI_GATEWAY_SHARED_TOKEN", self.ai_gateway_shared_token)
+        self.require_outside_dev("AI_SERVICE_INTERNAL_TOKEN", self.ai_service_internal_token)
         if self.llm_base_url_cloud and not self.llm_model_cloud:
             raise ValueError("LLM_MODEL_CLOUD must be set when LLM_BASE_URL_CLOUD is")
         if self.llm_routing_policy is Policy.CLOUD_ONLY and not self.llm_base_url_cloud:

@@ -15,3 +15,8 @@ class ServiceSettings(BaseSettings):
     @property
     def is_prod(self) -> bool:
         return self.app_env == "prod"
+
+    def require_outside_dev(self, env_name: str, value: str) -> None:
+        """A credential that only a developer's own machine may leave empty (call from a model validator)."""
+        if self.app_env != "dev" and not value:
+            raise ValueError(f"{env_name} is required when APP_ENV={self.app_env} (only dev may run without it)")

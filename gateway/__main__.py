@@ -36,7 +36,7 @@ async def _ensure_dev_key(store: APIKeyStore, path: Path, rpm: int) -> str:
         plain = path.read_text().strip()
         if plain and await store.lookup(plain):
             return plain
-    plain, _ = await store.create("dev", classification="private", rpm=rpm)
+    plain, _ = await store.create("dev", classification="private", rpm=rpm, role="admin", user_id="dev")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(plain + "\n")
@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     create.add_argument("--classification", choices=["private", "public"], default="private",
                         help="default data classification of the key's requests (private: never sent to the cloud)")
     create.add_argument("--rpm", type=int, default=None, help="requests per minute (default GATEWAY_DEFAULT_RPM)")
+    create.add_argument("--role", choices=["student", "teacher", "admin"], default="student",
+                        help="what the key may see: a student its own data, a teacher its courses, an admin everything")
+    create.add_argument("--user-id", default=None, help="the learner or teacher this key acts for")
     keys.add_parser("list", help="list keys (never the secret)")
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
@@ -73,12 +76,15 @@ def main(argv: list[str] | None = None) -> None:
                     timeout_graceful_shutdown=5)
     elif args.keys_command == "create":
         rpm = args.rpm or _settings().default_rpm
-        plain, key = asyncio.run(_with_store(lambda s: s.create(args.name, classification=args.classification, rpm=rpm)))
-        print(f"id={key.id} name={key.name} classification={key.classification} rpm={key.rpm}", file=sys.stderr)
+        plain, key = asyncio.run(_with_store(lambda s: s.create(
+            args.name, classification=args.classification, rpm=rpm, role=args.role, user_id=args.user_id)))
+        print(f"id={key.id} name={key.name} classification={key.classification} rpm={key.rpm} role={key.role} "
+              f"user_id={key.user_id or '-'}", file=sys.stderr)
         print(plain)
     elif args.keys_command == "list":
         for key in asyncio.run(_with_store(lambda s: s.list())):
-            print(f"{key.id}  {key.name:20s} {key.classification:8s} rpm={key.rpm}")
+            print(f"{key.id}  {key.name:20s} {key.classification:8s} rpm={key.rpm} role={key.role} "
+                  f"user_id={key.user_id or '-'}")
     elif args.keys_command == "revoke":
         if not asyncio.run(_with_store(lambda s: s.revoke(args.key_id))):
             sys.exit(f"no key with id {args.key_id}")

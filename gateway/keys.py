@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import redis.asyncio as aioredis
 
+from common.auth import ROLES
+
 KEY_PREFIX = "ts-"
 _HASH_KEY = "tutorstack:apikeys:{digest}"
 _INDEX_KEY = "tutorstack:apikeys:index"
@@ -26,6 +28,8 @@ class APIKey:
     classification: str  # default data classification of this key's requests: private | public
     rpm: int  # requests per minute
     created_at: float
+    user_id: str | None = None  # the learner or teacher this key acts for, when it acts for one
+    role: str = "student"  # student | teacher | admin
 
 
 def digest(plain_key: str) -> str:
@@ -36,13 +40,17 @@ class APIKeyStore:
     def __init__(self, redis: aioredis.Redis):
         self.redis = redis
 
-    async def create(self, name: str, *, classification: str = "private", rpm: int = 60) -> tuple[str, APIKey]:
+    async def create(self, name: str, *, classification: str = "private", rpm: int = 60, role: str = "student",
+                     user_id: str | None = None) -> tuple[str, APIKey]:
         if classification not in ("private", "public"):
             raise ValueError("classification must be 'private' or 'public'")
         if rpm < 1:
             raise ValueError("rpm must be at least 1")
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
         plain = KEY_PREFIX + secrets.token_urlsafe(32)
-        key = APIKey(id=digest(plain)[:12], name=name, classification=classification, rpm=rpm, created_at=time.time())
+        key = APIKey(id=digest(plain)[:12], name=name, classification=classification, rpm=rpm, created_at=time.time(),
+                     user_id=user_id or None, role=role)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(_HASH_KEY.format(digest=digest(plain)), json.dumps(asdict(key)))
             pipe.hset(_INDEX_KEY, key.id, digest(plain))

@@ -7,6 +7,7 @@ from fastapi import Request
 from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
+from common.auth import Caller
 from common.errors import OpenAIError
 from common.http import request_id_headers
 from gateway.keys import APIKey
@@ -28,8 +29,7 @@ async def forward(request: Request, body: bytes, key: APIKey, client: httpx.Asyn
         # The API speaks JSON only. `curl -d` labels its body form-urlencoded; read it as the JSON it is
         # (a body that is not JSON still gets a clear 400 from ai_service).
         headers["content-type"] = "application/json"
-    headers["x-tutorstack-key-id"] = key.id
-    headers["x-tutorstack-key-classification"] = key.classification
+    headers.update(Caller(key.id, key.classification, key.user_id, key.role).headers())
     if shared_token:
         headers["x-tutorstack-gateway-token"] = shared_token
     upstream_request = client.build_request(

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.fault_proxy import FaultProxy
 from tests.support.processes import Process, free_port, start_redis
-from tests.support.stack import start_graphrag, start_platform, start_vllm
+from tests.support.stack import Platform, start_graphrag, start_platform, start_vllm
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +49,13 @@ class Stack:
     local_proxy: FaultProxy
     cloud_proxy: FaultProxy
     processes: dict[str, Process] = field(default_factory=dict)
+    platform: Platform | None = None  # start_internal_service(stack.platform, ...) brings up writing/guided/...
+    session_dir: Path | None = None
+
+    def key_for(self, name: str, *, role: str = "student", user_id: str | None = None,
+                classification: str = "private", rpm: int = 1000) -> str:
+        """A fresh API key with a role and an optional user id."""
+        return self.platform.create_key(name, classification, rpm=rpm, role=role, user_id=user_id)
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +95,8 @@ def stack(session_dir, redis_url, vllm_stack, graphrag_url):
             local_proxy=local_proxy,
             cloud_proxy=cloud_proxy,
             processes=platform.processes,
+            platform=platform,
+            session_dir=session_dir,
         )
     finally:
         platform.stop()

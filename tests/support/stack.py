@@ -53,6 +53,26 @@ def start_vllm(workdir: Path) -> VllmStack:
     return stack
 
 
+# Internal services ai_service delegates to. The test stack gives each a port and a token up
+# front, so ai_service knows where they are; each service's own fixture starts it on demand
+# (start_internal_service) and a test that needs none of them starts none.
+INTERNAL_SERVICES = ("writing", "guided", "practice", "health")
+INTERNAL_SERVICE_TOKEN = "test-internal-token"  # internal services -> ai_service (AI_SERVICE_INTERNAL_TOKEN)
+GRAPHRAG_TOKEN = "test-graphrag-token"
+LLM_SERVER_TOKEN = "test-llm-server-token"
+
+
+@dataclass
+class InternalService:
+    name: str
+    port: int
+    token: str  # the service's own token (<NAME>_API_TOKEN)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
 @dataclass
 class Platform:
     gateway_url: str
@@ -60,11 +80,14 @@ class Platform:
     shared_token: str
     gateway_env: dict
     processes: dict[str, Process]
+    internal: dict[str, InternalService]
+    redis_url: str = ""
 
-    def create_key(self, name: str, classification: str = "private", rpm: int = 1000) -> str:
+    def create_key(self, name: str, classification: str = "private", rpm: int = 1000, *, role: str = "student",
+                   user_id: str | None = None) -> str:
         result = subprocess.run(
             python_module("gateway", "keys", "create", "--name", name, "--classification", classification,
-                          "--rpm", str(rpm)),
+                          "--rpm", str(rpm), "--role", role, *(["--user-id", user_id] if user_id else [])),
             env=self.gateway_env, cwd=REPO_ROOT, check=True, capture_output=True, text=True)
         return result.stdout.strip()
 
@@ -99,9 +122,15 @@ def start_platform(workdir: Path, redis_url: str, *, local_url: str, local_api_k
     """ai_service (LLM_BASE_URL_LOCAL=local_url, optional cloud tier) and the gateway in front of it."""
     token = "test-shared-token"
     ai_port, gateway_port = free_port(), free_port()
+    internal = {name: InternalService(name, free_port(), f"test-{name}-token") for name in INTERNAL_SERVICES}
     common = {**os.environ, "APP_ENV": "test", "AI_GATEWAY_SHARED_TOKEN": token, "REDIS_URL": redis_url}
     ai = {
         **common,
+        "AI_SERVICE_INTERNAL_TOKEN": INTERNAL_SERVICE_TOKEN,
+        "GRAPHRAG_API_TOKEN": GRAPHRAG_TOKEN,
+        "LLM_SERVER_API_TOKEN": LLM_SERVER_TOKEN,
+        **{f"{name.upper()}_SERVICE_URL": svc.url for name, svc in internal.items()},
+        **{f"{name.upper()}_API_TOKEN": svc.token for name, svc in internal.items()},
         "AI_SERVICE_PORT": str(ai_port),
         "LLM_BASE_URL_LOCAL": f"{local_url}/v1",
         "LLM_API_KEY_LOCAL": local_api_key,
@@ -115,7 +144,8 @@ def start_platform(workdir: Path, redis_url: str, *, local_url: str, local_api_k
                **(gateway_env or {})}
     processes = {"ai_service": Process("ai_service", python_module("ai_service"), ai, workdir),
                  "gateway": Process("gateway", python_module("gateway", "serve"), gateway, workdir)}
-    platform = Platform(f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{ai_port}", token, gateway, processes)
+    platform = Platform(f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{ai_port}", token, gateway, processes,
+                        internal, redis_url)
     try:
         wait_healthy(f"{platform.ai_service_url}/healthz", processes["ai_service"], 60)
         wait_healthy(f"{platform.gateway_url}/healthz", processes["gateway"], 60)
@@ -123,3 +153,30 @@ def start_platform(workdir: Path, redis_url: str, *, local_url: str, local_api_k
         platform.stop()
         raise
     return platform
+
+
+def internal_service_env(platform: Platform, name: str, extra: dict | None = None) -> dict:
+    """The environment an internal service runs with in the test stack: its port and token, the
+    way back to ai_service (AI_SERVICE_URL + AI_SERVICE_INTERNAL_TOKEN), Redis and the other
+    services' URLs and tokens (for a service that calls another, e.g. guided -> writing)."""
+    svc = platform.internal[name]
+    env = {**os.environ, "APP_ENV": "test", "REDIS_URL": platform.redis_url,
+           f"{name.upper()}_PORT": str(svc.port), f"{name.upper()}_HOST": "127.0.0.1",
+           f"{name.upper()}_API_TOKEN": svc.token,
+           "AI_SERVICE_URL": platform.ai_service_url, "AI_SERVICE_INTERNAL_TOKEN": INTERNAL_SERVICE_TOKEN}
+    for other, other_svc in platform.internal.items():
+        if other != name:
+            env[f"{other.upper()}_SERVICE_URL"] = other_svc.url
+            env[f"{other.upper()}_API_TOKEN"] = other_svc.token
+    return {**env, **(extra or {})}
+
+
+def start_internal_service(platform: Platform, name: str, argv: list[str], workdir: Path,
+                           extra_env: dict | None = None, timeout: float = 120) -> Process:
+    """Start one of INTERNAL_SERVICES on the port ai_service already points at; idempotent."""
+    if name in platform.processes and platform.processes[name].alive():
+        return platform.processes[name]
+    proc = Process(name, argv, internal_service_env(platform, name, extra_env), workdir)
+    platform.processes[name] = proc
+    wait_healthy(f"{platform.internal[name].url}/healthz", proc, timeout)
+    return proc

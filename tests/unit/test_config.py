@@ -37,6 +37,9 @@ def test_shared_token_required_outside_dev(monkeypatch, env):
     with pytest.raises(ValidationError, match="AI_GATEWAY_SHARED_TOKEN"):
         GatewaySettings()
     monkeypatch.setenv("AI_GATEWAY_SHARED_TOKEN", "s3cret")
+    with pytest.raises(ValidationError, match="AI_SERVICE_INTERNAL_TOKEN"):
+        AIServiceSettings()
+    monkeypatch.setenv("AI_SERVICE_INTERNAL_TOKEN", "internal")
     assert AIServiceSettings().ai_gateway_shared_token == "s3cret"
 
 

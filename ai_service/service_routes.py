@@ -1,0 +1,58 @@
+"""Routes that belong to other internal services; ai_service passes them on (delegate.py).
+
+Each service documents its own request and response models in its own OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from ai_service.auth import gateway_caller
+from ai_service.delegate import delegate
+from common.auth import Caller
+
+router = APIRouter(prefix="/v1")
+
+
+# --- writing analysis (services/writing, :8004) ---------------------------------------------
+@router.post("/writing/analyze", include_in_schema=False)
+async def writing_analyze(request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "writing")
+
+
+# --- guided learning and learner profiles (services/guided, :8003) ----------------------------
+@router.post("/chat/guided", include_in_schema=False)
+async def chat_guided(request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "guided")
+
+
+@router.api_route("/learners/{user_id}", methods=["GET", "PATCH"], include_in_schema=False)
+async def learners(user_id: str, request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "guided")
+
+
+# --- peer-helper practice (services/practice, :8006) -------------------------------------------
+@router.get("/personas", include_in_schema=False)
+async def personas(request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "practice")
+
+
+@router.post("/roleplay", include_in_schema=False)
+async def roleplay(request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "practice")
+
+
+@router.get("/roleplay/sessions", include_in_schema=False)
+async def roleplay_sessions(request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "practice")
+
+
+@router.post("/intents", include_in_schema=False)
+async def intents(request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "practice")
+
+
+# --- platform health (services/health, :8005) -------------------------------------------------
+@router.get("/health", include_in_schema=False)
+async def health(request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "health")
