@@ -13,6 +13,7 @@ from ai_service.rag import Passage, RetrievalMode, RetrievalUnavailable, last_us
 from ai_service.routing import RoutingConfig, Tier, effective_classification, plan_route
 from ai_service.settings import AIServiceSettings
 from ai_service.upstreams import Served, UpstreamRouter
+from common.auth import SERVICE_TOKEN_HEADER
 from common.errors import OpenAIError
 from common.http import request_id_headers
 from common.logging import get_logger
@@ -28,7 +29,9 @@ class ChatEngine:
         self.router = router
         self.retrievals = retrievals  # {mode, status}
         self._graphrag = httpx.AsyncClient(base_url=settings.graph_rag_url,
-                                           timeout=httpx.Timeout(settings.graph_rag_timeout_sec, connect=2.0))
+                                           timeout=httpx.Timeout(settings.graph_rag_timeout_sec, connect=2.0),
+                                           headers={SERVICE_TOKEN_HEADER: settings.graphrag_api_token}
+                                           if settings.graphrag_api_token else None)
         self.routing = RoutingConfig(
             policy=settings.llm_routing_policy,
             app_env=settings.app_env,

@@ -7,15 +7,17 @@ import contextlib
 import time
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.app import create_service_app
+from common.auth import require_service_token
 from common.errors import OpenAIError
 from graphrag.service import IndexHolder
 from graphrag.settings import MAX_TOP_K, GraphRAGSettings
 
-router = APIRouter(prefix="/v1")
+# Every route but /healthz, /readyz and /metrics needs graphrag's own token (GRAPHRAG_API_TOKEN).
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_service_token)])
 
 
 class RetrieveRequest(BaseModel):

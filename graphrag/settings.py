@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from common.paths import tutorstack_home
 from common.settings import ServiceSettings
@@ -19,3 +19,10 @@ class GraphRAGSettings(ServiceSettings):
     vector_store_path: Path = Field(default_factory=lambda: tutorstack_home() / "graphrag" / "vectors")
     # How often the service looks at the index's CURRENT pointer for a new version.
     graph_rag_reload_interval_sec: float = 2.0
+    # The token callers (ai_service, the health service) must present; required outside dev.
+    service_token: str = Field(default="", validation_alias="GRAPHRAG_API_TOKEN")
+
+    @model_validator(mode="after")
+    def _token_outside_dev(self) -> "GraphRAGSettings":
+        self.require_outside_dev("GRAPHRAG_API_TOKEN", self.service_token)
+        return self

@@ -18,7 +18,8 @@ def test_serve_builds_the_index_then_answers(course, tmp_path):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "GRAPHRAG_PORT": str(port),
            "GRAPH_RAG_INDEX_PATH": str(tmp_path / "index"), "EMBEDDING_PROVIDER": "hashing",
-           "VECTOR_STORE_PATH": str(tmp_path / "vectors"), "GRAPH_RAG_ENABLED": "true"}
+           "VECTOR_STORE_PATH": str(tmp_path / "vectors"), "GRAPH_RAG_ENABLED": "true",
+           "APP_ENV": "test", "GRAPHRAG_API_TOKEN": "serve-test-token"}
     log = open(tmp_path / "graphrag.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "graphrag", "serve", "--build-from", course.name],
                                cwd=course.parent, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -34,8 +35,11 @@ def test_serve_builds_the_index_then_answers(course, tmp_path):
                 pass
             assert time.monotonic() < deadline, (tmp_path / "graphrag.log").read_text()
             time.sleep(0.3)
-        body = httpx.post(f"http://127.0.0.1:{port}/v1/retrieve",
-                          json={"query": "中心论点", "top_k": 2, "mode": "hybrid"}, timeout=10).json()
+        query = {"query": "中心论点", "top_k": 2, "mode": "hybrid"}
+        anonymous = httpx.post(f"http://127.0.0.1:{port}/v1/retrieve", json=query, timeout=10)
+        assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_service_token"
+        body = httpx.post(f"http://127.0.0.1:{port}/v1/retrieve", json=query, timeout=10,
+                          headers={"authorization": "Bearer serve-test-token"}).json()
         assert body["data"][0]["citation"]["path"] == "course/chinese/argument.md"
         assert "skipped course/english/broken.pdf" in (tmp_path / "graphrag.log").read_text()
     finally:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.support.processes import REPO_ROOT, free_port
-from tests.support.stack import start_platform
+from tests.support.stack import GRAPHRAG_TOKEN, start_platform
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,8 @@ def test_unknown_rag_mode_lists_the_valid_ones(stack):
 
 
 def test_the_index_holds_the_sample_course_reader_with_dense_vectors(stack):
-    index = httpx.get(f"{stack.graphrag_url}/v1/index").json()
+    assert httpx.get(f"{stack.graphrag_url}/v1/index").status_code == 401  # the corpus is not open to anyone
+    index = httpx.get(f"{stack.graphrag_url}/v1/index", headers={"x-tutorstack-service-token": GRAPHRAG_TOKEN}).json()
     shipped = sorted(p.name for p in (REPO_ROOT / "data/samples/course_reader").glob("*.md"))
     assert index["stats"]["files"] == len(shipped) and index["stats"]["chunks"] > len(shipped)
     assert index["embedding"]  # hybrid has its dense leg
