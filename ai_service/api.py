@@ -60,6 +60,8 @@ async def chat_completions(
 ):
     classification = chat.classification(caller.key_classification, x_data_classification, body)
     model = await chat.resolve_model(body.model)
+    if body.max_tokens is None and body.max_completion_tokens is None and chat.settings.llm_default_max_tokens:
+        body.max_tokens = chat.settings.llm_default_max_tokens  # bound a rambling model's answer
     served = await chat.complete(body, model, classification)
     return _respond(served, chat.response_headers(served, classification))
 
@@ -119,7 +121,9 @@ async def _mode_chat(body: ModeChatRequest, mode: ChatMode, retrieval_mode: Retr
     completion = ChatCompletionRequest(
         model=model,
         messages=messages,
-        **body.model_dump(exclude={"mode", "messages", "top_k", "paths"}, exclude_none=True),
+        **body.model_dump(exclude={"mode", "messages", "top_k", "paths", "max_tokens"}, exclude_none=True),
+        # Every mode has a default answer length: a small model left unbounded rambles for minutes.
+        max_tokens=body.max_tokens or mode.max_tokens or chat.settings.chat_default_max_tokens,
     )
     classification = chat.classification(caller.key_classification, x_data_classification, completion)
     served = await chat.complete(completion, model, classification)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import quote
 from typing import Any
 
 import httpx
 from prometheus_client import Counter
 
 from ai_service.modes import ChatMode, latest_adapter_version
-from ai_service.rag import Passage, RetrievalMode, RetrievalUnavailable, last_user_text, retrieve
+from ai_service.rag import Passage, RetrievalMode, RetrievalUnavailable, last_user_text, retrieval_query, retrieve
 from ai_service.routing import RoutingConfig, Tier, effective_classification, plan_route
 from ai_service.settings import AIServiceSettings
 from ai_service.upstreams import Served, UpstreamRouter
@@ -99,13 +100,14 @@ class ChatEngine:
             info["detail"] = "retrieval is turned off (GRAPH_RAG_ENABLED=false); answered without course passages"
         else:
             try:
-                passages = await retrieve(self._graphrag, self.settings.graph_rag_url, last_user_text(messages),
+                query = retrieval_query(last_user_text(messages))
+                passages = await retrieve(self._graphrag, self.settings.graph_rag_url, query,
                                           top_k, mode, paths, headers=request_id_headers())
                 status = "ok"
-            except RetrievalUnavailable as exc:
-                status, passages = "unavailable", []
+            except RetrievalUnavailable as exc:  # or RetrievalRejected: status says which
+                status, passages = exc.status, []
                 info["detail"] = f"{exc}; answered without course passages"
-                log.warning("retrieval unavailable", extra={"detail": str(exc)})
+                log.warning(f"retrieval {exc.status}", extra={"detail": str(exc)})
         self.retrievals.labels(mode, status).inc()
         return passages, {"status": status, "passages": len(passages), **info}
 
@@ -130,6 +132,14 @@ class ChatEngine:
     def response_headers(self, served: Served, classification: str) -> dict[str, str]:
         return {
             "x-tutorstack-upstream": served.tier.value,
-            "x-tutorstack-model": served.model,
+            "x-tutorstack-model": header_safe(served.model),
             "x-tutorstack-data-classification": classification,
         }
+
+
+def header_safe(value: str) -> str:
+    """A header value from client-chosen text: HTTP headers carry latin-1 only, so anything else is
+    percent-encoded (a model name in Chinese must not turn a good answer into a 500)."""
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value, safe=" !#$&'()*+,-./:;<=>?@[]^_`{|}~")

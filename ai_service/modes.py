@@ -1,7 +1,7 @@
 """Chat modes: a system prompt plus an optional LoRA adapter family, and the `_rag` suffix.
 
 Pure logic. Modes come with defaults here and can be overridden or extended by a YAML file
-(CHAT_MODES_FILE) of the shape:  {mode_name: {system_prompt: str, adapter: str | null}}.
+(CHAT_MODES_FILE) of the shape:  {mode_name: {system_prompt: str, adapter: str | null, max_tokens: int}}.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ class ChatMode:
     name: str
     system_prompt: str
     adapter: str | None = None  # an adapter family ("peer"); the newest loaded version serves it
+    max_tokens: int | None = None  # the mode's default answer length (else CHAT_DEFAULT_MAX_TOKENS)
 
 
 DEFAULT_MODES: dict[str, ChatMode] = {
@@ -54,7 +55,10 @@ def load_modes(path: str | None) -> dict[str, ChatMode]:
             raise ValueError(f"{path}: invalid mode name {name!r}")
         if not isinstance(spec, dict) or not isinstance(spec.get("system_prompt"), str):
             raise ValueError(f"{path}: mode {name!r} needs a system_prompt string")
-        modes[name] = ChatMode(name, spec["system_prompt"], spec.get("adapter"))
+        max_tokens = spec.get("max_tokens")
+        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+            raise ValueError(f"{path}: mode {name!r}: max_tokens must be a positive integer")
+        modes[name] = ChatMode(name, spec["system_prompt"], spec.get("adapter"), max_tokens)
     return modes
 
 

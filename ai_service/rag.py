@@ -31,6 +31,68 @@ RAG_INSTRUCTIONS = (
 class RetrievalUnavailable(Exception):
     """graphrag could not be asked (down, timed out, 5xx, disabled). The chat answers without passages."""
 
+    status = "unavailable"
+
+
+class RetrievalRejected(RetrievalUnavailable):
+    """graphrag refused the query (4xx): the request was wrong, graphrag is fine."""
+
+    status = "rejected"
+
+
+# graphrag takes queries of up to 4,000 characters; a pasted essay is longer, and a long query
+# dilutes keyword retrieval anyway. The query is the message's question part plus its key terms.
+MAX_QUERY_CHARS = 1000
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
+_LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
+_CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
+_STOPWORDS = frozenset("""the and for that this with you your are was were have has had not but can could would
+should will what when where which who whom why how there their them they then than into from about over under
+more most some such only also very just like does did doing done been being its it's i'm i've don't please
+here help thanks thank essay paragraph draft text write writing wrote make made want need know think""".split())
+
+
+def retrieval_query(text: str, limit: int = MAX_QUERY_CHARS) -> str:
+    """What to retrieve with for a user message: the message itself when short; for a long one
+    (a pasted essay with a question) its question sentences, then its most frequent key terms,
+    within `limit` characters."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    sentences = [part.strip() for part in _SENTENCE_END.split(text) if part.strip()]
+    questions = [sentence for sentence in sentences if sentence.endswith(("?", "？"))]
+    framing = questions[-3:] or [sentences[0], sentences[-1]] if sentences else []
+    query_parts: list[str] = []
+    for sentence in dict.fromkeys(framing):  # in order, without repeats
+        if sum(len(part) + 1 for part in query_parts) + len(sentence) <= limit // 2:
+            query_parts.append(sentence)
+    if not query_parts and framing:
+        query_parts.append(framing[-1][: limit // 2])
+    query = " ".join(query_parts)
+    for term in key_terms(text):
+        if len(query) + len(term) + 1 > limit:
+            break
+        query = f"{query} {term}" if query else term
+    return query[:limit]
+
+
+def key_terms(text: str, most: int = 60) -> list[str]:
+    """Content words of `text`, most frequent first (English words; jieba words for Chinese)."""
+    counts: dict[str, int] = {}
+    for word in _LATIN_WORD.findall(text):
+        word = word.lower()
+        if word not in _STOPWORDS:
+            counts[word] = counts.get(word, 0) + 1
+    runs = _CJK_RUN.findall(text)
+    if runs:
+        import jieba  # only for Chinese text; loading its dictionary takes a moment
+
+        for run in runs:
+            for word in jieba.cut(run):
+                if len(word) >= 2:
+                    counts[word] = counts.get(word, 0) + 1
+    return [word for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:most]]
+
 
 @dataclass
 class Passage:
@@ -71,6 +133,8 @@ async def retrieve(client: httpx.AsyncClient, base_url: str, query: str, top_k: 
                                      **({"timeout": timeout} if timeout is not None else {}))
     except httpx.HTTPError as exc:
         raise RetrievalUnavailable(f"graphrag not reachable at {base_url}: {type(exc).__name__}") from exc
+    if 400 <= response.status_code < 500:
+        raise RetrievalRejected(f"graphrag refused the query ({response.status_code}): {_error_message(response)}")
     if response.status_code >= 400:
         raise RetrievalUnavailable(f"graphrag answered {response.status_code}: {_error_message(response)}")
     passages = []
@@ -87,8 +151,8 @@ def last_user_text(messages: Sequence[Any]) -> str:
     for message in reversed(messages):
         if _get(message, "role") == "user":
             content = _get(message, "content")
-            if isinstance(content, list):  # OpenAI content parts
-                return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+            if isinstance(content, list):  # OpenAI content parts (dicts, or the protocol's TextPart)
+                return " ".join(str(_get(part, "text") or "") for part in content)
             return content or ""
     return ""
 

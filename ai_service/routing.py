@@ -32,10 +32,14 @@ class Tier(str, Enum):
 
 class Failure(str, Enum):
     CONNECT = "connect_error"
-    TIMEOUT = "timeout"
+    TIMEOUT = "timeout"  # no first token, or no progress, within the tier's timeout: the upstream hangs
     SERVER_ERROR = "server_error"  # the upstream answered 5xx
+    BAD_RESPONSE = "bad_response"  # the upstream answered something that is not the OpenAI protocol
+    AUTH = "auth_error"  # the upstream refused *our* credentials (401/403): the platform's problem, not the client's
+    RATE_LIMITED = "rate_limited"  # the upstream answered 429: overloaded or out of quota
     CIRCUIT_OPEN = "circuit_open"
-    CLIENT_ERROR = "client_error"  # the upstream answered 4xx
+    DEADLINE = "deadline"  # the whole-request deadline passed while the answer was still progressing
+    CLIENT_ERROR = "client_error"  # the upstream answered another 4xx: the request is wrong
 
 
 # The status the client gets when no tier could serve it, by the last tier's failure.
@@ -43,8 +47,17 @@ STATUS_BY_FAILURE = {
     Failure.CONNECT: 503,
     Failure.CIRCUIT_OPEN: 503,
     Failure.TIMEOUT: 504,
+    Failure.DEADLINE: 504,
     Failure.SERVER_ERROR: 502,
+    Failure.BAD_RESPONSE: 502,
+    Failure.AUTH: 502,
+    Failure.RATE_LIMITED: 503,
 }
+
+# Failures that say the upstream is unhealthy and count towards its circuit breaker. A slow but
+# progressing answer (DEADLINE) and the client's own mistakes (CLIENT_ERROR) never do.
+BREAKER_FAILURES = frozenset({Failure.CONNECT, Failure.TIMEOUT, Failure.SERVER_ERROR, Failure.BAD_RESPONSE,
+                              Failure.AUTH, Failure.RATE_LIMITED})
 
 CLASSIFICATION_RANK = {"public": 0, "private": 1}
 
@@ -59,6 +72,8 @@ def effective_classification(key_default: str, *requested: str | None) -> str:
     for value in requested:
         if value is None or value == "":
             continue
+        if not isinstance(value, str):
+            raise ClassificationError(f"data_classification must be the string 'public' or 'private', got {value!r}")
         value = value.strip().lower()
         if value not in CLASSIFICATION_RANK:
             raise ClassificationError(f"data_classification must be 'public' or 'private', got {value!r}")
@@ -106,12 +121,17 @@ def should_fall_back(failure: Failure, *, first_byte_sent: bool) -> bool:
     """Whether a failed attempt may move on to the next tier of the plan."""
     if first_byte_sent:
         return False  # the client already has part of this answer: end the stream in-band instead
-    return failure is not Failure.CLIENT_ERROR
+    # A request that is wrong is wrong everywhere; one that ran out of its whole deadline has no time left.
+    return failure not in (Failure.CLIENT_ERROR, Failure.DEADLINE)
 
 
 def classify_status(status: int) -> Failure | None:
     if status >= 500:
         return Failure.SERVER_ERROR
+    if status in (401, 403):
+        return Failure.AUTH
+    if status == 429:
+        return Failure.RATE_LIMITED
     if status >= 400:
         return Failure.CLIENT_ERROR
     return None
@@ -139,6 +159,9 @@ class CircuitBreaker:
         return "open"
 
     def allow_request(self) -> bool:
+        """Whether a request may go to this upstream now. In half-open state only one trial may be in
+        flight; the caller must end every allowed request with record_success, record_failure or
+        abandon (use `attempt()`, which guarantees it)."""
         state = self.state
         if state == "closed":
             return True
@@ -146,6 +169,14 @@ class CircuitBreaker:
             self.trial_in_flight = True
             return True
         return False
+
+    def abandon(self) -> None:
+        """An allowed request ended with no verdict on the upstream's health (cancelled by its client,
+        or failed for a reason of its own): free the half-open trial so the next request can try."""
+        self.trial_in_flight = False
+
+    def attempt(self) -> "BreakerAttempt":
+        return BreakerAttempt(self)
 
     def record_success(self) -> None:
         self.consecutive_failures = 0
@@ -157,3 +188,34 @@ class CircuitBreaker:
         self.trial_in_flight = False
         if self.opened_at is not None or self.consecutive_failures >= self.failure_threshold:
             self.opened_at = self.clock()
+
+
+class BreakerAttempt:
+    """One request's use of a breaker, exception-proof: whatever happens between `allowed` and the
+    end of the `with` block (an error of any kind, a cancellation), the half-open trial is freed.
+
+        with breaker.attempt() as attempt:
+            if not attempt.allowed: ...
+            attempt.success()  /  attempt.failure()
+    """
+
+    def __init__(self, breaker: CircuitBreaker):
+        self.breaker = breaker
+        self.allowed = False
+        self.decided = False
+
+    def __enter__(self) -> "BreakerAttempt":
+        self.allowed = self.breaker.allow_request()
+        return self
+
+    def success(self) -> None:
+        self.decided = True
+        self.breaker.record_success()
+
+    def failure(self) -> None:
+        self.decided = True
+        self.breaker.record_failure()
+
+    def __exit__(self, *exc_info) -> None:
+        if self.allowed and not self.decided:
+            self.breaker.abandon()

@@ -19,6 +19,13 @@ class AIServiceSettings(ServiceSettings):
     llm_enable_cloud_fallback_nonprod: bool = False
     llm_local_timeout_sec: float = Field(30.0, gt=0)
     llm_cloud_timeout_sec: float = Field(60.0, gt=0)
+    # The local/cloud timeouts above mean "no first token, or no progress, within N s". This one
+    # bounds a whole answer however well it progresses: generous, and never a breaker failure.
+    llm_request_deadline_sec: float = Field(240.0, gt=0)
+    # max_tokens for requests that set none: per chat mode (a mode may set its own in CHAT_MODES_FILE),
+    # and for /v1/chat/completions (0 = the engine's own limit), so a rambling model cannot run away.
+    chat_default_max_tokens: int = Field(256, ge=1)
+    llm_default_max_tokens: int = Field(1024, ge=0)
     llm_base_url_local: str = "http://localhost:8000/v1"
     llm_api_key_local: str = "dummy"
     llm_model_local: str = "SmolLM2-135M-Instruct"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import httpx
 
 from ai_service.routing import (
+    BREAKER_FAILURES,
     STATUS_BY_FAILURE,
     CircuitBreaker,
     Failure,
@@ -34,7 +35,8 @@ class Upstream:
     base_url: str
     api_key: str
     model: str
-    timeout: float
+    timeout: float  # no first token, or no progress, within this many seconds: the upstream hangs
+    deadline: float  # the whole answer, however well it progresses
     breaker: CircuitBreaker
     client: httpx.AsyncClient
 
@@ -123,67 +125,304 @@ class UpstreamRouter:
                            headers={"x-tutorstack-upstream": "none"})
 
     async def _attempt(self, upstream: Upstream, body: dict, stream: bool) -> Served | tuple[Failure, str]:
+        """One try on one tier. The upstream is always read as a stream, even for a client that wants one
+        JSON answer, so that the tier's timeout means "no first token, or no progress, within N s" and a
+        slow but progressing generation is never taken for a hung one."""
         stream_label = "true" if stream else "false"
-        if not upstream.breaker.allow_request():
-            self.metrics.attempts.labels(upstream.tier.value, Failure.CIRCUIT_OPEN.value, stream_label).inc()
-            return Failure.CIRCUIT_OPEN, "circuit breaker open"
-        started = time.perf_counter()
-        response: httpx.Response | None = None
-        try:
-            request = upstream.client.build_request("POST", "/chat/completions", json=body, headers=upstream.headers())
-            # One deadline for the whole answer (non-stream) or for the first chunk (stream).
-            async with asyncio.timeout(upstream.timeout):
-                response = await upstream.client.send(request, stream=True)
+        with upstream.breaker.attempt() as attempt:
+            if not attempt.allowed:
+                self.metrics.attempts.labels(upstream.tier.value, Failure.CIRCUIT_OPEN.value, stream_label).inc()
+                return Failure.CIRCUIT_OPEN, "circuit breaker open"
+            clock = ProgressClock(upstream.timeout, upstream.deadline)
+            started = time.perf_counter()
+            response: httpx.Response | None = None
+            upstream_body = {**body, "stream": True}
+            if not stream:
+                upstream_body["stream_options"] = {"include_usage": True}
+            try:
+                request = upstream.client.build_request("POST", "/chat/completions", json=upstream_body,
+                                                        headers=upstream.headers())
+                response = await clock.within(upstream.client.send(request, stream=True))
                 failure = classify_status(response.status_code)
-                if failure is not None or not stream:
-                    await response.aread()
+                if failure is not None:
+                    await clock.within(response.aread())
                     await response.aclose()
-                else:
-                    chunks = response.aiter_bytes()
-                    first_chunk = await anext(chunks)
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            return self._failed(upstream, response, Failure.TIMEOUT, f"no answer within {upstream.timeout:g}s", stream_label, exc)
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, StopAsyncIteration) as exc:
-            return self._failed(upstream, response, Failure.CONNECT, type(exc).__name__, stream_label, exc)
+                    if failure is Failure.CLIENT_ERROR:
+                        # The upstream is healthy and the request is wrong: returned, never retried.
+                        attempt.success()
+                        self.metrics.attempts.labels(upstream.tier.value, failure.value, stream_label).inc()
+                        return Served(upstream.tier, body["model"], response.status_code, body=_json_or_error(response))
+                    attempt.failure()
+                    self.metrics.attempts.labels(upstream.tier.value, failure.value, stream_label).inc()
+                    return failure, f"HTTP {response.status_code}: {_error_message(response)}"
+                if not _is_event_stream(response):
+                    # An upstream that ignores stream=true (some cloud proxies) answers one JSON body.
+                    await clock.within(response.aread())
+                    completion = _json_or_error(response)
+                    attempt.success()
+                    self._record_ok(upstream, stream_label, started)
+                    if stream:
+                        return Served(upstream.tier, body["model"], 200, chunks=_completion_as_sse(completion))
+                    return Served(upstream.tier, body["model"], 200, body=completion)
+                raw = response.aiter_raw()
+                first_chunk = await clock.within(anext(raw))
+            except Exception as exc:  # every way an attempt can fail is a verdict on the upstream
+                await _close_quietly(response)
+                failure, detail = _failure_of(exc, clock, upstream)
+                if failure in BREAKER_FAILURES:
+                    attempt.failure()
+                return self._failed(upstream, failure, detail, stream_label, exc)
+            attempt.success()  # the first token came: the upstream is alive
+            self._record_ok(upstream, stream_label, started)
+            if stream:
+                return Served(upstream.tier, body["model"], response.status_code,
+                              chunks=self._relay(upstream, response, first_chunk, raw, clock))
+        # A client that wants one JSON answer: gather the stream, still watching its progress. Nothing has
+        # reached the client yet, so a failure here may still fall back to the next tier.
+        try:
+            completion = await _gather_completion(first_chunk, raw, clock)
+        except Exception as exc:
+            failure, detail = _failure_of(exc, clock, upstream)
+            if failure in BREAKER_FAILURES:
+                upstream.breaker.record_failure()
+            return self._failed(upstream, failure, detail, stream_label, exc)
+        finally:
+            await _close_quietly(response)
+        return Served(upstream.tier, body["model"], 200, body=completion)
 
+    def _record_ok(self, upstream: Upstream, stream_label: str, started: float) -> None:
         self.metrics.latency.labels(upstream.tier.value, stream_label).observe(time.perf_counter() - started)
-        if failure is Failure.SERVER_ERROR:
-            upstream.breaker.record_failure()
-            self.metrics.attempts.labels(upstream.tier.value, failure.value, stream_label).inc()
-            return failure, f"HTTP {response.status_code}"
-        # A 4xx means the upstream is healthy and the request is wrong: returned, not retried.
-        upstream.breaker.record_success()
-        self.metrics.attempts.labels(upstream.tier.value, failure.value if failure else "ok", stream_label).inc()
-        if failure is Failure.CLIENT_ERROR or not stream:
-            return Served(upstream.tier, body["model"], response.status_code, body=_json_or_error(response))
-        return Served(upstream.tier, body["model"], response.status_code,
-                      chunks=self._relay(upstream, response, first_chunk, chunks))
+        self.metrics.attempts.labels(upstream.tier.value, "ok", stream_label).inc()
 
-    def _failed(self, upstream, response, failure, detail, stream_label, exc) -> tuple[Failure, str]:
-        upstream.breaker.record_failure()
+    def _failed(self, upstream, failure, detail, stream_label, exc) -> tuple[Failure, str]:
         self.metrics.attempts.labels(upstream.tier.value, failure.value, stream_label).inc()
-        if response is not None:
-            asyncio.ensure_future(response.aclose())
         log.info("upstream attempt failed", extra={"upstream": upstream.tier.value, "failure": failure.value,
                                                    "error": repr(exc)[:200]})
         return failure, detail
 
     async def _relay(self, upstream: Upstream, response: httpx.Response, first_chunk: bytes,
-                     chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+                     chunks: AsyncIterator[bytes], clock: "ProgressClock") -> AsyncIterator[bytes]:
         """Yields the upstream's SSE bytes as they come. After the first byte there is no
-        fallback: a failure ends the stream with an in-band OpenAI error event."""
+        fallback: a failure (or a stall longer than the timeout) ends the stream with an in-band
+        OpenAI error event."""
         try:
             yield first_chunk
-            async for chunk in chunks:
+            while True:
+                try:
+                    chunk = await clock.within(anext(chunks))
+                except StopAsyncIteration:
+                    return
                 yield chunk
-        except (httpx.HTTPError, TimeoutError) as exc:
-            upstream.breaker.record_failure()
+        except Exception as exc:
+            failure, detail = _failure_of(exc, clock, upstream)
+            if failure in BREAKER_FAILURES:
+                upstream.breaker.record_failure()
             self.metrics.attempts.labels(upstream.tier.value, "stream_interrupted", "true").inc()
-            log.warning("stream interrupted", extra={"upstream": upstream.tier.value, "error": repr(exc)[:200]})
-            yield sse_error_event(502, f"The {upstream.tier.value} upstream failed mid-stream: {type(exc).__name__}.",
-                                  code="upstream_stream_interrupted")
+            log.warning("stream interrupted", extra={"upstream": upstream.tier.value, "failure": failure.value,
+                                                     "error": repr(exc)[:200]})
+            code = "upstream_deadline" if failure is Failure.DEADLINE else "upstream_stream_interrupted"
+            yield sse_error_event(STATUS_BY_FAILURE.get(failure, 502),
+                                  f"The {upstream.tier.value} upstream failed mid-stream: {detail}.", code=code)
         finally:
+            await _close_quietly(response)
+
+
+class DeadlineExceeded(Exception):
+    """The whole-request deadline passed while the upstream was still making progress."""
+
+
+class UpstreamStreamError(Exception):
+    """The upstream's stream carried an error event, or was not the OpenAI protocol."""
+
+
+class ProgressClock:
+    """Two limits for one attempt: `timeout` between any two signs of progress (response headers, first
+    chunk, each next chunk) and one generous `deadline` for the whole answer."""
+
+    def __init__(self, timeout: float, deadline: float):
+        self.timeout = timeout
+        self.deadline_at = time.monotonic() + deadline
+
+    async def within(self, awaitable):
+        remaining = self.deadline_at - time.monotonic()
+        if remaining <= 0:
+            _cancel(awaitable)
+            raise DeadlineExceeded()
+        wait = min(self.timeout, remaining)
+        try:
+            async with asyncio.timeout(wait):
+                return await awaitable
+        except TimeoutError:
+            if wait < self.timeout:
+                raise DeadlineExceeded() from None
+            raise
+
+
+def _cancel(awaitable) -> None:
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()  # an un-awaited coroutine: close it instead of leaking a warning
+
+
+def _failure_of(exc: BaseException, clock: ProgressClock, upstream: Upstream) -> tuple[Failure, str]:
+    if isinstance(exc, DeadlineExceeded):
+        return Failure.DEADLINE, "the answer was still coming when the request deadline passed"
+    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+        return Failure.TIMEOUT, f"no first token or no progress within {clock.timeout:g}s"
+    if isinstance(exc, (httpx.TransportError, StopAsyncIteration)):
+        return Failure.CONNECT, type(exc).__name__
+    if isinstance(exc, OpenAIError):
+        return Failure.BAD_RESPONSE, exc.message
+    return Failure.BAD_RESPONSE, f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+async def _close_quietly(response: httpx.Response | None) -> None:
+    if response is not None:
+        try:
             await response.aclose()
+        except Exception:  # closing a broken connection may fail too; nothing is left to do
+            pass
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    return response.headers.get("content-type", "").startswith("text/event-stream")
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            error = body.get("error")
+            return str(error.get("message") if isinstance(error, dict) else body.get("message") or body)[:200]
+    except ValueError:
+        pass
+    return response.text[:200]
+
+
+async def _gather_completion(first_chunk: bytes, chunks: AsyncIterator[bytes], clock: ProgressClock) -> dict:
+    """The chat.completion object that the streamed chunks add up to (content, tool calls, usage)."""
+    accumulator = CompletionAccumulator()
+    parser = SSEParser()
+    for event in parser.feed(first_chunk):
+        accumulator.add(event)
+    while not parser.done:
+        try:
+            chunk = await clock.within(anext(chunks))
+        except StopAsyncIteration:
+            break
+        for event in parser.feed(chunk):
+            accumulator.add(event)
+    if not parser.done:
+        raise httpx.RemoteProtocolError("the stream ended before [DONE]")
+    return accumulator.result()
+
+
+class SSEParser:
+    """Splits SSE bytes into the JSON objects of their `data:` lines; notes `data: [DONE]`."""
+
+    def __init__(self):
+        self.buffer = b""
+        self.done = False
+
+    def feed(self, chunk: bytes) -> list[dict]:
+        self.buffer += chunk
+        events = []
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                self.done = True
+                continue
+            try:
+                event = json.loads(data)
+            except ValueError as exc:
+                raise UpstreamStreamError(f"an event that is not JSON: {data[:80]!r}") from exc
+            if not isinstance(event, dict):
+                raise UpstreamStreamError("an event that is not a JSON object")
+            if "error" in event or event.get("object") == "error":
+                error = event.get("error", event)
+                message = error.get("message") if isinstance(error, dict) else str(error)
+                raise UpstreamStreamError(f"error event: {str(message)[:200]}")
+            events.append(event)
+        return events
+
+
+class CompletionAccumulator:
+    """Adds chat.completion.chunk objects up into one chat.completion."""
+
+    def __init__(self):
+        self.meta: dict = {}
+        self.choices: dict[int, dict] = {}
+        self.usage: dict | None = None
+
+    def add(self, chunk: dict) -> None:
+        for key in ("id", "created", "model", "system_fingerprint"):
+            if chunk.get(key) is not None and key not in self.meta:
+                self.meta[key] = chunk[key]
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for delta_choice in chunk.get("choices") or []:
+            index = delta_choice.get("index", 0)
+            choice = self.choices.setdefault(index, {"index": index, "message": {"role": "assistant", "content": ""},
+                                                     "finish_reason": None, "logprobs": None})
+            delta = delta_choice.get("delta") or {}
+            message = choice["message"]
+            if delta.get("role"):
+                message["role"] = delta["role"]
+            if delta.get("content"):
+                message["content"] += delta["content"]
+            for key in ("reasoning_content", "reasoning"):
+                if delta.get(key):
+                    message[key] = message.get(key, "") + delta[key]
+            for call in delta.get("tool_calls") or []:
+                calls = message.setdefault("tool_calls", [])
+                position = call.get("index", len(calls))
+                while len(calls) <= position:
+                    calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                target = calls[position]
+                if call.get("id"):
+                    target["id"] = call["id"]
+                if call.get("type"):
+                    target["type"] = call["type"]
+                function = call.get("function") or {}
+                if function.get("name"):
+                    target["function"]["name"] += function["name"]
+                if function.get("arguments"):
+                    target["function"]["arguments"] += function["arguments"]
+            logprobs = delta_choice.get("logprobs")
+            if logprobs and logprobs.get("content"):
+                choice["logprobs"] = choice["logprobs"] or {"content": []}
+                choice["logprobs"]["content"].extend(logprobs["content"])
+            if delta_choice.get("finish_reason"):
+                choice["finish_reason"] = delta_choice["finish_reason"]
+
+    def result(self) -> dict:
+        choices = [self.choices[i] for i in sorted(self.choices)]
+        for choice in choices:
+            if choice["message"].get("tool_calls") and not choice["message"]["content"]:
+                choice["message"]["content"] = None
+        body = {"id": self.meta.get("id", ""), "object": "chat.completion",
+                "created": self.meta.get("created", int(time.time())), "model": self.meta.get("model", ""),
+                "choices": choices}
+        if self.meta.get("system_fingerprint"):
+            body["system_fingerprint"] = self.meta["system_fingerprint"]
+        if self.usage is not None:
+            body["usage"] = self.usage
+        return body
+
+
+async def _completion_as_sse(completion: dict) -> AsyncIterator[bytes]:
+    """One JSON completion told as a stream: a chunk per choice, then [DONE]."""
+    for choice in completion.get("choices", []):
+        chunk = {"id": completion.get("id", ""), "object": "chat.completion.chunk",
+                 "created": completion.get("created", int(time.time())), "model": completion.get("model", ""),
+                 "choices": [{"index": choice.get("index", 0), "delta": choice.get("message", {}),
+                              "finish_reason": choice.get("finish_reason")}]}
+        yield f"data: {json.dumps(chunk)}\n\n".encode()
+    yield b"data: [DONE]\n\n"
 
 
 def sse_error_event(status: int, message: str, code: str) -> bytes:
@@ -210,7 +449,7 @@ def build_upstreams(settings, metrics: ServiceMetrics) -> UpstreamRouter:
     upstreams = {
         Tier.LOCAL: Upstream(
             Tier.LOCAL, settings.llm_base_url_local, settings.llm_api_key_local, settings.llm_model_local,
-            settings.llm_local_timeout_sec,
+            settings.llm_local_timeout_sec, settings.llm_request_deadline_sec,
             CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_reset_sec),
             make_client(settings.llm_base_url_local, settings.llm_local_timeout_sec),
         ),
@@ -218,7 +457,7 @@ def build_upstreams(settings, metrics: ServiceMetrics) -> UpstreamRouter:
     if settings.cloud_configured:
         upstreams[Tier.CLOUD] = Upstream(
             Tier.CLOUD, settings.llm_base_url_cloud, settings.llm_api_key_cloud or "none", settings.llm_model_cloud,
-            settings.llm_cloud_timeout_sec,
+            settings.llm_cloud_timeout_sec, settings.llm_request_deadline_sec,
             CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_reset_sec),
             make_client(settings.llm_base_url_cloud, settings.llm_cloud_timeout_sec),
         )

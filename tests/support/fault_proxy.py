@@ -1,6 +1,7 @@
 """A fault-injecting HTTP proxy that tests own: it forwards to a real upstream (vLLM) and,
 on command, refuses connections (killed), hangs, answers 500, or cuts a stream after its
-first chunk. Runs uvicorn in a thread on a fixed port so it can be killed and revived."""
+first chunk, delays every chunk (slow but progressing), stalls after the first chunk, or
+answers 401/429 as an upstream with a bad key or no quota would. Runs uvicorn in a thread on a fixed port so it can be killed and revived."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-MODES = ("pass", "hang", "error500", "cut_after_first_chunk")
+MODES = ("pass", "hang", "error500", "error401", "error429", "cut_after_first_chunk", "slow",
+         "stall_after_first_chunk")
 
 
 class FaultProxy:
@@ -24,6 +26,7 @@ class FaultProxy:
         self.port = port
         self.mode = "pass"
         self.requests_seen = 0
+        self.chunk_delay = 0.5  # seconds between chunks in "slow" mode
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -31,9 +34,11 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def set_mode(self, mode: str) -> None:
+    def set_mode(self, mode: str, chunk_delay: float | None = None) -> None:
         assert mode in MODES, mode
         self.mode = mode
+        if chunk_delay is not None:
+            self.chunk_delay = chunk_delay
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> "FaultProxy":
@@ -67,9 +72,10 @@ class FaultProxy:
         mode = self.mode
         if mode == "hang":
             await asyncio.sleep(3600)
-        if mode == "error500":
-            return JSONResponse({"error": {"message": "injected failure", "type": "server_error",
-                                           "param": None, "code": None}}, status_code=500)
+        if mode.startswith("error"):
+            status = int(mode[5:])
+            return JSONResponse({"error": {"message": f"injected {status}", "type": "injected",
+                                           "param": None, "code": None}}, status_code=status)
         body = await request.body()
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "authorization", "accept")}
         client = httpx.AsyncClient(timeout=120)
@@ -82,10 +88,14 @@ class FaultProxy:
             try:
                 first = True
                 async for chunk in upstream.aiter_raw():
+                    if mode == "slow" and not first:
+                        await asyncio.sleep(self.chunk_delay)
                     yield chunk
                     if mode == "cut_after_first_chunk" and first:
                         await asyncio.sleep(0.05)
                         raise ConnectionAbortedError("injected: stream cut after the first chunk")
+                    if mode == "stall_after_first_chunk" and first:
+                        await asyncio.sleep(3600)
                     first = False
             finally:
                 await upstream.aclose()

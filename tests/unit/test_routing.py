@@ -12,6 +12,8 @@ from ai_service.routing import (
     RoutingConfig,
     Tier,
     classify_status,
+    BREAKER_FAILURES,
+    STATUS_BY_FAILURE,
     effective_classification,
     plan_route,
     should_fall_back,
@@ -76,13 +78,18 @@ def test_nonprod_needs_the_flag():
     (Failure.SERVER_ERROR, True, False),
     (Failure.CIRCUIT_OPEN, True, False),
     (Failure.CLIENT_ERROR, True, False),
+    (Failure.AUTH, False, True),
+    (Failure.RATE_LIMITED, False, True),
+    (Failure.BAD_RESPONSE, False, True),
+    (Failure.DEADLINE, False, False),  # no time is left for another tier
 ])
 def test_fallback_by_failure_kind_and_stream_progress(failure, first_byte_sent, expected):
     assert should_fall_back(failure, first_byte_sent=first_byte_sent) is expected
 
 
 @pytest.mark.parametrize("status,failure", [(200, None), (201, None), (400, Failure.CLIENT_ERROR),
-                                            (404, Failure.CLIENT_ERROR), (429, Failure.CLIENT_ERROR),
+                                            (404, Failure.CLIENT_ERROR), (422, Failure.CLIENT_ERROR),
+                                            (401, Failure.AUTH), (403, Failure.AUTH), (429, Failure.RATE_LIMITED),
                                             (500, Failure.SERVER_ERROR), (503, Failure.SERVER_ERROR)])
 def test_status_classification(status, failure):
     assert classify_status(status) is failure
@@ -104,6 +111,19 @@ def test_effective_classification(key_default, requested, expected):
 def test_invalid_classification_is_rejected():
     with pytest.raises(ClassificationError):
         effective_classification("public", "secret")
+
+
+@pytest.mark.parametrize("value", [1, ["private"], {"level": "private"}, True])
+def test_non_string_classification_is_a_classification_error_not_a_crash(value):
+    with pytest.raises(ClassificationError, match="string"):
+        effective_classification("public", value)
+
+
+def test_upstream_errors_map_to_platform_statuses():
+    # An upstream refusing our credentials or rate-limiting us is the platform's problem (5xx), not the client's key.
+    assert STATUS_BY_FAILURE[Failure.AUTH] == 502 and STATUS_BY_FAILURE[Failure.RATE_LIMITED] == 503
+    assert {Failure.AUTH, Failure.RATE_LIMITED, Failure.TIMEOUT} <= BREAKER_FAILURES
+    assert Failure.DEADLINE not in BREAKER_FAILURES and Failure.CLIENT_ERROR not in BREAKER_FAILURES
 
 
 class FakeClock:
@@ -153,3 +173,69 @@ def test_success_resets_the_failure_count():
     breaker.record_success()
     breaker.record_failure()
     assert breaker.state == "closed"
+
+
+def _open_then_half_open(clock) -> CircuitBreaker:
+    breaker = CircuitBreaker(failure_threshold=1, reset_after_sec=5, clock=clock)
+    breaker.record_failure()
+    clock.now = 5
+    assert breaker.state == "half_open"
+    return breaker
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), ValueError("bad json"), KeyError("x"), OSError("io"),
+                                   GeneratorExit(), KeyboardInterrupt()])
+def test_breaker_trial_is_freed_whatever_the_trial_raises(error):
+    clock = FakeClock()
+    breaker = _open_then_half_open(clock)
+    with pytest.raises(type(error)):
+        with breaker.attempt() as attempt:
+            assert attempt.allowed
+            assert not breaker.allow_request()  # the one trial is in flight
+            raise error
+    # The trial ended with no verdict: the next request is the new trial, not refused for ever.
+    with breaker.attempt() as attempt:
+        assert attempt.allowed
+        attempt.success()
+    assert breaker.state == "closed"
+
+
+def test_breaker_trial_is_freed_when_the_request_is_cancelled():
+    import asyncio
+
+    clock = FakeClock()
+    breaker = _open_then_half_open(clock)
+    started = asyncio.Event()
+
+    async def trial():
+        with breaker.attempt() as attempt:
+            assert attempt.allowed
+            started.set()
+            await asyncio.sleep(3600)  # a hung upstream; the client goes away
+
+    async def main():
+        task = asyncio.create_task(trial())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert breaker.allow_request()
+
+
+def test_breaker_attempt_verdicts():
+    clock = FakeClock()
+    breaker = _open_then_half_open(clock)
+    with breaker.attempt() as attempt:
+        attempt.failure()
+    assert breaker.state == "open" and not breaker.attempt().__enter__().allowed
+    clock.now = 10
+    with breaker.attempt() as attempt:
+        attempt.success()
+    assert breaker.state == "closed"
+    # A refused attempt (open circuit) has nothing to free.
+    breaker.record_failure()
+    with breaker.attempt() as refused:
+        assert not refused.allowed
+    assert breaker.state == "open"
