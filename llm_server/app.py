@@ -8,10 +8,11 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, Field
 
 from common.app import create_service_app
+from common.auth import require_service_token
 from common.errors import OpenAIError
 from common.logging import get_logger
 from llm_server.adapters import (AdapterNameError, discover_adapters, is_family, latest_by_family, latest_version,
@@ -51,7 +52,8 @@ def create_app(settings: LLMServerSettings, vllm: VllmClient | None = None) -> F
 
 
 def _adapter_router(settings: LLMServerSettings) -> APIRouter:
-    router = APIRouter(prefix="/v1/adapters")
+    # Every control route needs LLM_SERVER_API_TOKEN (only /healthz, /readyz and /metrics are open).
+    router = APIRouter(prefix="/v1/adapters", dependencies=[Depends(require_service_token)])
     adapters_dir = settings.resolved_adapters_dir
 
     @router.get("")
@@ -112,12 +114,26 @@ def _resolve_for_load(body: LoadAdapterRequest, adapters_dir: Path) -> tuple[str
                               code="adapter_not_found")
         name = newest
     _check_name(name)
-    path = Path(body.path) if body.path else adapters_dir / name
+    path = confined_adapter_path(body.path, name, adapters_dir)
     try:
         read_adapter(path) if body.path is None else _check_peft_dir(path)
     except ValueError as exc:
         raise OpenAIError(404, str(exc), param="path", code="adapter_not_found")
-    return name, path.resolve()
+    return name, path
+
+
+def confined_adapter_path(requested: str | None, name: str, adapters_dir: Path) -> Path:
+    """The adapter directory to load, which must lie inside LLM_ADAPTERS_DIR once every `..` and
+    symlink is resolved: the control API never loads weights from anywhere else on the host."""
+    root = adapters_dir.resolve()
+    candidate = Path(requested) if requested else root / name
+    if not candidate.is_absolute():
+        candidate = root / candidate
+    resolved = candidate.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise OpenAIError(403, f"adapter path must be inside the adapters directory {root}", param="path",
+                          code="adapter_path_forbidden")
+    return resolved
 
 
 def _check_peft_dir(path: Path) -> None:

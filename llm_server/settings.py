@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 
 from common.paths import tutorstack_home
 from common.settings import ServiceSettings
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+# Keys that anyone can guess: fine on a developer's laptop, refused anywhere else.
+WELL_KNOWN_KEYS = frozenset({"", "dummy", "none", "EMPTY", "sk-dummy", "changeme"})
 
 
 class LLMServerSettings(ServiceSettings):
@@ -32,11 +34,23 @@ class LLMServerSettings(ServiceSettings):
     adapters_dir: str = Field("", alias="LLM_ADAPTERS_DIR")
     # vLLM's --api-key; ai_service sends LLM_API_KEY_LOCAL, so the same value protects vLLM.
     vllm_api_key: str = Field("", alias="LLM_API_KEY_LOCAL")
+    # The control API's own token (adapter load/unload): ai_service, the training CLI and the health
+    # service hold it; nobody else can swap the adapter that serves every chat.
+    service_token: str = Field("", alias="LLM_SERVER_API_TOKEN")
 
     # Overrides of what device detection would choose (0 / "" = choose automatically).
     max_model_len: int = Field(0, ge=0, alias="LLM_MAX_MODEL_LEN")
     max_lora_rank: int = Field(0, ge=0, alias="LLM_MAX_LORA_RANK")
     dtype: str = Field("", alias="LLM_DTYPE")
+
+    @model_validator(mode="after")
+    def _credentials_outside_dev(self) -> "LLMServerSettings":
+        self.require_outside_dev("LLM_SERVER_API_TOKEN", self.service_token)
+        if self.app_env != "dev" and self.vllm_api_key.strip() in WELL_KNOWN_KEYS:
+            raise ValueError(f"LLM_API_KEY_LOCAL must be a secret of your own when APP_ENV={self.app_env}: "
+                             f"{self.vllm_api_key or 'an empty key'!r} would leave vLLM open to every pod "
+                             '(generate one: python -c "import secrets;print(secrets.token_urlsafe(32))")')
+        return self
 
     @property
     def home(self) -> Path:

@@ -15,6 +15,9 @@ from urllib.parse import urlparse
 import httpx
 from dotenv import dotenv_values
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.secrets import ensure_dev_secrets  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / ".tutorstack"
 
@@ -55,6 +58,9 @@ def wait_for(name: str, url: str, honcho: subprocess.Popen, timeout: float) -> N
 
 def main() -> None:
     env = {**os.environ, **{k: v for k, v in env_file_values().items() if k not in os.environ}}
+    # Every credential left empty gets a random value kept in .tutorstack/secrets.env: the platform
+    # is closed by default, and the Procfile hands each service only its own (common/secrets.py).
+    env.update(ensure_dev_secrets(STATE / "secrets.env", env))
     redis_url = env.setdefault("REDIS_URL", "redis://localhost:6379/0")
     env["REDIS_PORT"] = str(urlparse(redis_url).port or 6379)
     env["REDIS_SERVER_BIN"] = redis_binary()

@@ -46,7 +46,9 @@ def retired_dir(directory: Path) -> Path:
 def _call(url: str, path: str, payload: dict, tolerate: tuple[int, ...] = ()) -> None:
     import httpx
 
-    response = httpx.post(f"{url}{path}", json=payload, timeout=300)
+    token = os.environ.get("LLM_SERVER_API_TOKEN", "")
+    headers = {"x-tutorstack-service-token": token} if token else {}
+    response = httpx.post(f"{url}{path}", json=payload, timeout=300, headers=headers)
     if response.status_code >= 400 and response.status_code not in tolerate:
         raise RuntimeError(f"llm_server {path} failed ({response.status_code}): {response.text[:500]}")
 

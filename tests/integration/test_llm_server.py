@@ -8,7 +8,10 @@ import shutil
 import httpx
 import pytest
 
+from tests.support.stack import LLM_SERVER_TOKEN
+
 pytestmark = pytest.mark.integration
+CONTROL = {"x-tutorstack-service-token": LLM_SERVER_TOKEN}
 
 
 def vllm_model_ids(vllm_stack) -> set[str]:
@@ -22,7 +25,7 @@ def test_vllm_refuses_requests_without_its_api_key(vllm_stack):
 
 
 def test_the_sample_adapter_is_served_from_start_up(vllm_stack):
-    listing = httpx.get(f"{vllm_stack.control_url}/v1/adapters", timeout=10).json()
+    listing = httpx.get(f"{vllm_stack.control_url}/v1/adapters", headers=CONTROL, timeout=10).json()
     rows = {row["name"]: row for row in listing["data"]}
     assert rows["peer-v1"]["loaded"] is True and rows["peer-v1"]["rank"] == 8
     assert listing["latest_loaded"]["peer"] == "peer-v1"
@@ -34,12 +37,12 @@ def test_load_family_takes_the_newest_version_then_unload(vllm_stack):
         shutil.copytree(vllm_stack.adapters_dir / "peer-v1", vllm_stack.adapters_dir / name)
     control = vllm_stack.control_url
     try:
-        loaded = httpx.post(f"{control}/v1/adapters/load", json={"name": "probe"}, timeout=120)
+        loaded = httpx.post(f"{control}/v1/adapters/load", json={"name": "probe"}, headers=CONTROL, timeout=120)
         assert loaded.status_code == 200, loaded.text
         assert loaded.json() == {"name": "probe-v2", "path": str((vllm_stack.adapters_dir / "probe-v2").resolve()),
                                  "loaded": True, "changed": True}
         assert "probe-v2" in vllm_model_ids(vllm_stack) and "probe-v1" not in vllm_model_ids(vllm_stack)
-        again = httpx.post(f"{control}/v1/adapters/load", json={"name": "probe-v2"}, timeout=120).json()
+        again = httpx.post(f"{control}/v1/adapters/load", json={"name": "probe-v2"}, headers=CONTROL, timeout=120).json()
         assert again["changed"] is False
 
         # vLLM answers with the adapter that was just loaded.
@@ -49,25 +52,48 @@ def test_load_family_takes_the_newest_version_then_unload(vllm_stack):
                                       "messages": [{"role": "user", "content": "Hi"}]})
         assert completion.status_code == 200 and completion.json()["model"] == "probe-v2"
 
-        unloaded = httpx.post(f"{control}/v1/adapters/unload", json={"name": "probe-v2"}, timeout=60)
+        unloaded = httpx.post(f"{control}/v1/adapters/unload", json={"name": "probe-v2"}, headers=CONTROL, timeout=60)
         assert unloaded.status_code == 200 and unloaded.json()["loaded"] is False
         assert "probe-v2" not in vllm_model_ids(vllm_stack)
-        missing = httpx.post(f"{control}/v1/adapters/unload", json={"name": "probe-v2"}, timeout=60)
+        missing = httpx.post(f"{control}/v1/adapters/unload", json={"name": "probe-v2"}, headers=CONTROL, timeout=60)
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "adapter_not_loaded"
     finally:
-        httpx.post(f"{control}/v1/adapters/unload", json={"name": "probe-v2"}, timeout=60)
+        httpx.post(f"{control}/v1/adapters/unload", json={"name": "probe-v2"}, headers=CONTROL, timeout=60)
         for name in ("probe-v1", "probe-v2"):
             shutil.rmtree(vllm_stack.adapters_dir / name, ignore_errors=True)
 
 
 def test_bad_names_and_missing_adapters_are_clear_errors(vllm_stack):
     control = vllm_stack.control_url
-    bad = httpx.post(f"{control}/v1/adapters/load", json={"name": "Peer V1"}, timeout=30)
+    bad = httpx.post(f"{control}/v1/adapters/load", json={"name": "Peer V1"}, headers=CONTROL, timeout=30)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "name"
-    absent = httpx.post(f"{control}/v1/adapters/load", json={"name": "nosuch"}, timeout=30)
+    absent = httpx.post(f"{control}/v1/adapters/load", json={"name": "nosuch"}, headers=CONTROL, timeout=30)
     assert absent.status_code == 404 and "nosuch" in absent.json()["error"]["message"]
-    no_dir = httpx.post(f"{control}/v1/adapters/load", json={"name": "nosuch-v3"}, timeout=30)
+    no_dir = httpx.post(f"{control}/v1/adapters/load", json={"name": "nosuch-v3"}, headers=CONTROL, timeout=30)
     assert no_dir.status_code == 404
+
+
+def test_control_api_needs_its_token_and_loads_only_from_the_adapters_dir(vllm_stack, tmp_path):
+    control = vllm_stack.control_url
+    for headers in ({}, {"x-tutorstack-service-token": "wrong"}, {"authorization": "Bearer wrong"}):
+        refused = httpx.get(f"{control}/v1/adapters", headers=headers, timeout=10)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_service_token"
+        load = httpx.post(f"{control}/v1/adapters/load", json={"name": "peer-v999"}, headers=headers, timeout=10)
+        assert load.status_code == 401
+    # A directory outside LLM_ADAPTERS_DIR, by absolute path, by `..` or through a symlink, is refused.
+    outside = tmp_path / "evil-adapter"
+    shutil.copytree(vllm_stack.adapters_dir / "peer-v1", outside)
+    link = vllm_stack.adapters_dir / "link-out"
+    link.symlink_to(outside, target_is_directory=True)
+    try:
+        for path in (str(outside), str(vllm_stack.adapters_dir / ".." / "evil"), str(link), "../../etc"):
+            forbidden = httpx.post(f"{control}/v1/adapters/load", json={"name": "peer-v999", "path": path},
+                                   headers=CONTROL, timeout=30)
+            assert forbidden.status_code == 403, (path, forbidden.text)
+            assert forbidden.json()["error"]["code"] == "adapter_path_forbidden"
+        assert "peer-v999" not in vllm_model_ids(vllm_stack)
+    finally:
+        link.unlink()
 
 
 def test_control_api_reports_health_and_metrics(vllm_stack):

@@ -42,6 +42,7 @@ def start_vllm(workdir: Path) -> VllmStack:
     api_key = "test-vllm-key"
     env = {**os.environ, "VLLM_PORT": str(vllm_port), "LLM_SERVER_PORT": str(control_port),
            "LLM_ADAPTERS_DIR": str(adapters_dir), "LLM_API_KEY_LOCAL": api_key, "APP_ENV": "test",
+           "LLM_SERVER_API_TOKEN": LLM_SERVER_TOKEN,
            "LLM_SERVER_HOST": "127.0.0.1"}
     proc = Process("llm_server", python_module("llm_server", "serve"), env, workdir)
     stack = VllmStack(f"http://127.0.0.1:{vllm_port}", f"http://127.0.0.1:{control_port}", adapters_dir, api_key, proc)

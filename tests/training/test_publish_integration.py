@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from tests.training.conftest import tiny_config
+from tests.support.stack import LLM_SERVER_TOKEN
 from training.publish import publish, rollback
 from training.train import run_sft
 
@@ -40,7 +41,8 @@ def wait_for(predicate, timeout=15.0):
     return True
 
 
-def test_published_adapter_answers_differently(stack, base_model, tmp_path):
+def test_published_adapter_answers_differently(stack, base_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_SERVER_API_TOKEN", LLM_SERVER_TOKEN)  # what an ML engineer exports to publish
     # A strong, short run (high lr) so 12 steps visibly move greedy output of the 135M model.
     config = tiny_config(base_model, tmp_path / "style", max_steps=12, per_device_batch_size=4,
                          max_length=256, learning_rate=3e-3, save_steps=100)
