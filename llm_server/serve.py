@@ -55,13 +55,51 @@ def model_facts(model_path: Path, adapters: list[AdapterOnDisk]) -> ModelFacts:
                       adapter_ranks=tuple(a.rank for a in adapters if a.rank))
 
 
+BUNDLED_TOOLS_TEMPLATE = Path(__file__).parent / "templates" / "chatml_tools.jinja"
+
+
+def model_chat_template(model_path: Path) -> str:
+    """The model's own chat template (tokenizer_config.json or chat_template.jinja), or ''."""
+    jinja = model_path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config = model_path / "tokenizer_config.json"
+    if config.is_file():
+        template = json.loads(config.read_text(encoding="utf-8")).get("chat_template") or ""
+        return template if isinstance(template, str) else json.dumps(template)
+    return ""
+
+
+def tool_calling_args(settings: LLMServerSettings, model_template: str) -> tuple[list[str], str]:
+    """vLLM's tool-calling arguments for this model, and why. ChatML models (SmolLM2, Qwen) speak the
+    Hermes format; one whose template cannot render tools gets the bundled template, which renders
+    plain chats exactly as the model's own does."""
+    parser = settings.tool_call_parser.strip().lower()
+    if parser in ("", "none", "off"):
+        return [], "tool calling off (LLM_TOOL_CALL_PARSER=none)"
+    template = settings.chat_template
+    if parser == "auto":
+        if "<|im_start|>" not in model_template:
+            return [], ("tool calling off: no known tool-call format for this model's chat template "
+                        "(set LLM_TOOL_CALL_PARSER and LLM_CHAT_TEMPLATE)")
+        parser = "hermes"
+        if not template and "tools" not in model_template:
+            template = str(BUNDLED_TOOLS_TEMPLATE)
+    args = ["--enable-auto-tool-choice", "--tool-call-parser", parser, "--tool-strict-level", settings.tool_strict_level]
+    if template:
+        args += ["--chat-template", template]
+    why = (f"tool calls: parser {parser}, strict level {settings.tool_strict_level}"
+           + (f", chat template {template}" if template else ", the model's chat template"))
+    return args, why
+
+
 def vllm_command(settings: LLMServerSettings, python: str, engine: EngineConfig,
-                 adapters: list[AdapterOnDisk]) -> list[str]:
+                 adapters: list[AdapterOnDisk], tool_args: list[str] | None = None) -> list[str]:
     argv = [python, "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(settings.resolved_model_path),
             "--served-model-name", settings.served_model_name,
             "--host", settings.vllm_host, "--port", str(settings.vllm_port),
-            *engine.args]
+            *engine.args, *(tool_args or [])]
     if adapters:
         argv += ["--lora-modules", *[f"{a.name}={a.path}" for a in adapters]]
     if settings.vllm_api_key:
@@ -219,7 +257,9 @@ def _launch(settings: LLMServerSettings, adapters: list[AdapterOnDisk]) -> VllmP
     facts = model_facts(settings.resolved_model_path, adapters)
     engine = engine_config(caps, facts, max_model_len=settings.max_model_len,
                            max_lora_rank=settings.max_lora_rank, dtype=settings.dtype)
-    argv = vllm_command(settings, python, engine, adapters)
+    tool_args, tool_reason = tool_calling_args(settings, model_chat_template(settings.resolved_model_path))
+    engine.reasons.append(tool_reason)
+    argv = vllm_command(settings, python, engine, adapters, tool_args)
     log.info("device: " + json.dumps(caps.summary()))
     for reason in engine.reasons:
         log.info(f"engine: {reason}")

@@ -38,6 +38,14 @@ class LLMServerSettings(ServiceSettings):
     # service hold it; nobody else can swap the adapter that serves every chat.
     service_token: str = Field("", alias="LLM_SERVER_API_TOKEN")
 
+    # Tool calling: vLLM's tool-call parser ("auto" = from the model's chat template, "none" = off),
+    # a chat template to use instead of the model's own ("" = the model's, or the bundled ChatML-with-
+    # tools template when the model's cannot render tools), and how strictly vLLM constrains calls
+    # (parameter: every call's name and arguments are held to the tool's schema by structured output).
+    tool_call_parser: str = Field("auto", alias="LLM_TOOL_CALL_PARSER")
+    chat_template: str = Field("", alias="LLM_CHAT_TEMPLATE")
+    tool_strict_level: str = Field("parameter", alias="LLM_TOOL_STRICT_LEVEL", pattern="^(auto|function|parameter)$")
+
     # Overrides of what device detection would choose (0 / "" = choose automatically).
     max_model_len: int = Field(0, ge=0, alias="LLM_MAX_MODEL_LEN")
     max_lora_rank: int = Field(0, ge=0, alias="LLM_MAX_LORA_RANK")

@@ -191,3 +191,54 @@ def test_pull_refuses_a_file_whose_checksum_differs_and_writes_nothing(tmp_path)
 def test_pull_of_a_missing_source_names_it(tmp_path):
     with pytest.raises(PullError, match="does not exist"):
         pull(str(tmp_path / "nope.gguf"), tmp_path, progress=lambda _: None)
+
+
+def test_tool_calling_for_a_chatml_model_uses_hermes_and_the_bundled_template(monkeypatch):
+    from llm_server.serve import BUNDLED_TOOLS_TEMPLATE, tool_calling_args
+
+    smollm = "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>{% endfor %}"
+    args, why = tool_calling_args(LLMServerSettings(), smollm)
+    assert args[:4] == ["--enable-auto-tool-choice", "--tool-call-parser", "hermes", "--tool-strict-level"]
+    assert args[-2:] == ["--chat-template", str(BUNDLED_TOOLS_TEMPLATE)] and BUNDLED_TOOLS_TEMPLATE.is_file()
+    assert "hermes" in why
+    # A ChatML template that already renders tools keeps its own template.
+    args, _ = tool_calling_args(LLMServerSettings(), smollm + "{% if tools %}{{ tools }}{% endif %}")
+    assert "--chat-template" not in args
+    # An unknown template format: off, and the log says how to turn it on.
+    args, why = tool_calling_args(LLMServerSettings(), "[INST] {{ messages }} [/INST]")
+    assert args == [] and "LLM_TOOL_CALL_PARSER" in why
+    monkeypatch.setenv("LLM_TOOL_CALL_PARSER", "none")
+    assert tool_calling_args(LLMServerSettings(), smollm)[0] == []
+    monkeypatch.setenv("LLM_TOOL_CALL_PARSER", "llama3_json")
+    monkeypatch.setenv("LLM_CHAT_TEMPLATE", "/t.jinja")
+    args, _ = tool_calling_args(LLMServerSettings(), "anything")
+    assert args == ["--enable-auto-tool-choice", "--tool-call-parser", "llama3_json", "--tool-strict-level",
+                    "parameter", "--chat-template", "/t.jinja"]
+
+
+def test_the_bundled_template_renders_plain_chats_like_the_models_own():
+    import jinja2
+
+    from llm_server.serve import BUNDLED_TOOLS_TEMPLATE
+
+    env = jinja2.Environment()
+    env.filters["tojson"] = lambda value: __import__("json").dumps(value)
+    ours = env.from_string(BUNDLED_TOOLS_TEMPLATE.read_text())
+    theirs = env.from_string(
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}"
+        "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    for messages in ([{"role": "user", "content": "hi"}],
+                     [{"role": "system", "content": "S"}, {"role": "user", "content": "a"},
+                      {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]):
+        assert ours.render(messages=messages, add_generation_prompt=True) == \
+            theirs.render(messages=messages, add_generation_prompt=True)
+    rendered = ours.render(messages=[
+        {"role": "user", "content": "find"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "search", "arguments": '{"q": "x"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "found"}],
+        tools=[{"type": "function", "function": {"name": "search"}}], add_generation_prompt=True)
+    assert '<tool_call>\n{"name": "search", "arguments": {"q": "x"}}\n</tool_call>' in rendered
+    assert "<tool_response>\nfound\n</tool_response>" in rendered and '"name": "search"' in rendered
