@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.app import create_service_app
 from common.auth import require_service_token
 from common.errors import OpenAIError
+from graphrag.language import language_shares
+from graphrag.rerank import load_reranker
+from graphrag.retriever import RetrievalConfig
 from graphrag.service import IndexHolder
 from graphrag.settings import MAX_TOP_K, GraphRAGSettings
 
@@ -28,6 +31,9 @@ class RetrieveRequest(BaseModel):
     mode: Literal["keyword", "graph", "hybrid"] = "hybrid"
     paths: list[str] | None = Field(default=None, max_length=50,
                                     description="keep chunks whose path starts with, or matches the glob of, any entry")
+    rerank: bool | None = Field(default=None, description="rescore the top hybrid candidates with the deployment's "
+                                "cross-encoder (RERANKER_PROVIDER); default RERANK_DEFAULT; ignored in keyword and "
+                                "graph modes and when no reranker is configured (then `legs` lacks \"rerank\")")
 
 
 def holder(request: Request) -> IndexHolder:
@@ -45,8 +51,10 @@ async def retrieve(body: RetrieveRequest, request: Request) -> dict:
     if live is None:
         raise OpenAIError(503, f"No index is loaded: {holder(request).last_error}.", code="index_unavailable")
     retriever = live.retriever  # this request keeps this version even if a reload swaps it
+    rerank = settings.rerank_default if body.rerank is None else body.rerank
     started = time.perf_counter()
-    hits = await asyncio.to_thread(retriever.search, body.query, body.top_k, body.mode, body.paths)
+    hits, legs = await asyncio.to_thread(retriever.search_with_legs, body.query, body.top_k, body.mode, body.paths,
+                                         rerank and body.mode == "hybrid")
     request.app.state.retrieval_seconds.labels(body.mode).observe(time.perf_counter() - started)
     data = []
     for rank, hit in enumerate(hits, start=1):
@@ -54,7 +62,8 @@ async def retrieve(body: RetrieveRequest, request: Request) -> dict:
         data.append({"rank": rank, "id": chunk.id, "text": chunk.text, "score": round(float(hit.score), 6),
                      "citation": chunk.citation(), "why": hit.why})
     return {"object": "list", "query": body.query, "mode": body.mode, "index_version": live.version,
-            "dense": retriever.has_dense, "data": data, "communities": _communities_of(retriever, hits)}
+            "dense": retriever.has_dense, "legs": legs, "language": language_shares(body.query),
+            "data": data, "communities": _communities_of(retriever, hits)}
 
 
 def _communities_of(retriever, hits) -> list[dict]:
@@ -80,7 +89,8 @@ async def index_info(request: Request) -> dict:
 
 def create_app(settings: GraphRAGSettings | None = None):
     settings = settings or GraphRAGSettings()
-    index = IndexHolder(settings.graph_rag_index_path)
+    index = IndexHolder(settings.graph_rag_index_path, RetrievalConfig.from_file(settings.graphrag_weights_path),
+                        reranker=load_reranker(settings.reranker_provider))
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

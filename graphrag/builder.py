@@ -12,14 +12,16 @@ from pathlib import Path
 from typing import Callable
 
 import bm25s
+import numpy as np
 
 from graphrag import index_store
 from graphrag.chunking import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS, chunk_blocks
 from graphrag.corpus import Chunk, SourceFile
-from graphrag.dense import VectorStore, embed_with_store, load_embedder, normalize_provider
+from graphrag.dense import AUTO_LEGS, VectorStore, embed_with_store, load_embedder, normalize_provider
 from graphrag.documents import Block, UnreadableFile, read_blocks
 from graphrag.extraction import select_key_terms, surface_labels
 from graphrag.graph import build_communities, cooccurrence_graph
+from graphrag.language import language_shares
 from graphrag.text import tokenize
 
 Progress = Callable[[str, int, int], None]
@@ -111,15 +113,33 @@ def assemble_index(chunks: list[Chunk], files: dict[str, SourceFile], skipped: d
     stages["bm25"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    vectors, embedding = None, None
+    vectors, embedding, dense_legs = None, None, None
     provider = normalize_provider(options.embedding_provider)
-    if provider and chunks:
+    store_root = options.vector_store_path or _default_vector_store()
+    texts = [c.index_text for c in chunks]
+    keys = [c.content_hash for c in chunks]
+    if provider == "auto" and chunks:
+        dense_legs, leg_info = {}, {}
+        for name, (leg_provider, rows) in plan_auto_legs(texts).items():
+            embedder = load_embedder(leg_provider)
+            store = VectorStore(store_root, embedder.name)
+            leg_vectors = embed_with_store(embedder, store, [texts[i] for i in rows], [keys[i] for i in rows],
+                                           progress=(lambda d, t, n=name: progress(f"embedding ({n})", d, t))
+                                           if progress else None)
+            languages = sorted(embedder.languages)
+            dense_legs[name] = index_store.DenseLeg(np.asarray(rows, dtype=np.int64), leg_vectors, leg_provider,
+                                                    languages)
+            leg_info[name] = {"provider": leg_provider, "name": embedder.name, "dimension": embedder.dimension,
+                              "languages": languages, "chunks": len(rows)}
+        embedding = {"provider": "auto", "legs": leg_info} if dense_legs else None
+        dense_legs = dense_legs or None
+    elif provider and chunks:
         embedder = load_embedder(provider)
-        store = VectorStore(options.vector_store_path or _default_vector_store(), embedder.name)
-        texts = [c.index_text for c in chunks]
-        vectors = embed_with_store(embedder, store, texts, [c.content_hash for c in chunks],
+        store = VectorStore(store_root, embedder.name)
+        vectors = embed_with_store(embedder, store, texts, keys,
                                    progress=(lambda d, t: progress("embedding", d, t)) if progress else None)
-        embedding = {"provider": provider, "name": embedder.name, "dimension": embedder.dimension}
+        embedding = {"provider": provider, "name": embedder.name, "dimension": embedder.dimension,
+                     "languages": sorted(embedder.languages)}
     stages["embedding"] = time.perf_counter() - mark
 
     manifest = {
@@ -134,7 +154,25 @@ def assemble_index(chunks: list[Chunk], files: dict[str, SourceFile], skipped: d
                   "communities": len(communities)},
     }
     return index_store.IndexData(manifest, chunks, key_terms, term_idf, labels, graph, communities,
-                                 chunk_community, bm25, vectors)
+                                 chunk_community, bm25, vectors, dense_legs=dense_legs)
+
+
+def plan_auto_legs(texts: list[str]) -> dict[str, tuple[str, list[int]]]:
+    """EMBEDDING_PROVIDER=auto: which model embeds which chunks, from each chunk's language.
+    Chunks without Chinese go to the English model; when any chunk has Chinese, the
+    multilingual model embeds every chunk, so a Chinese query can also reach English chunks."""
+    has_chinese = [language_shares(text).get("zh", 0.0) > 0 for text in texts]
+    plan: dict[str, tuple[str, list[int]]] = {}
+    for name, (provider, which) in AUTO_LEGS.items():
+        if which == "latin":
+            rows = [i for i, zh in enumerate(has_chinese) if not zh]
+        elif which == "all_if_chinese":
+            rows = list(range(len(texts))) if any(has_chinese) else []
+        else:
+            raise ValueError(f"unknown chunk selection {which!r}")
+        if rows:
+            plan[name] = (provider, rows)
+    return plan
 
 
 def _default_vector_store() -> Path:

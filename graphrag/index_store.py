@@ -23,6 +23,7 @@ import networkx as nx
 import numpy as np
 
 from graphrag.corpus import Chunk
+from graphrag.dense import provider_languages
 from graphrag.graph import Community, chunk_term_graph
 
 FORMAT_VERSION = 1
@@ -46,8 +47,10 @@ class IndexData:
     communities: list[Community]
     chunk_community: list[int]
     bm25: bm25s.BM25
-    vectors: np.ndarray | None = None
+    vectors: np.ndarray | None = None  # one model over every chunk (a single EMBEDDING_PROVIDER)
     chunk_terms: nx.Graph = field(default=None)  # built on load from key_terms
+    # Several models, each over some chunks (EMBEDDING_PROVIDER=auto): leg name -> DenseLeg.
+    dense_legs: dict[str, "DenseLeg"] | None = None
 
     def __post_init__(self) -> None:
         if self.chunk_terms is None:
@@ -56,6 +59,25 @@ class IndexData:
     @property
     def version(self) -> str:
         return self.manifest["version"]
+
+    def legs(self) -> dict[str, "DenseLeg"]:
+        """The dense legs, whatever the build: a single-model index is one leg named "dense"."""
+        if self.dense_legs:
+            return self.dense_legs
+        if self.vectors is None:
+            return {}
+        embedding = self.manifest.get("embedding") or {}
+        provider = embedding.get("provider", "")
+        return {"dense": DenseLeg(np.arange(len(self.chunks)), self.vectors, provider,
+                                  embedding.get("languages") or sorted(provider_languages(provider)))}
+
+
+@dataclass
+class DenseLeg:
+    rows: np.ndarray  # chunk positions this leg has vectors for
+    vectors: np.ndarray  # one unit row per entry of rows
+    provider: str  # how to load the model that embeds the query (graphrag.dense.load_embedder)
+    languages: list[str]  # the languages that model understands
 
 
 def new_version_name() -> str:
@@ -86,6 +108,8 @@ def write_index(root: Path, data: IndexData) -> Path:
     data.bm25.save(str(staging / "bm25"))
     if data.vectors is not None:
         np.save(staging / "vectors.npy", data.vectors)
+    for name, leg in (data.dense_legs or {}).items():
+        np.savez(staging / f"dense-{name}.npz", rows=leg.rows.astype(np.int64), vectors=leg.vectors.astype(np.float32))
 
     os.replace(staging, final)
     pointer_tmp = root / f".CURRENT.{uuid.uuid4().hex}"
@@ -121,6 +145,10 @@ def load_index(root: Path) -> IndexData:
     cooccurrence.add_nodes_from(graph["term_idf"])
     cooccurrence.add_weighted_edges_from(graph["edges"])
     vectors_file = folder / "vectors.npy"
+    dense_legs = {}
+    for name, leg in ((manifest.get("embedding") or {}).get("legs") or {}).items():
+        with np.load(folder / f"dense-{name}.npz") as data:
+            dense_legs[name] = DenseLeg(data["rows"], data["vectors"], leg["provider"], leg["languages"])
     return IndexData(
         manifest=manifest,
         chunks=chunks,
@@ -132,6 +160,7 @@ def load_index(root: Path) -> IndexData:
         chunk_community=graph["chunk_community"],
         bm25=bm25s.BM25.load(str(folder / "bm25")),
         vectors=np.load(vectors_file) if vectors_file.is_file() else None,
+        dense_legs=dense_legs or None,
     )
 
 

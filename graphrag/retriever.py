@@ -4,37 +4,61 @@ along the term graph and community) and hybrid (keyword + graph + dense, fused).
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from graphrag.dense import Embedder
 from graphrag.fusion import reciprocal_rank_fusion, top_items, weighted_score_fusion
-from graphrag.index_store import IndexData
+from graphrag.index_store import DenseLeg, IndexData
+from graphrag.language import language_shares
 from graphrag.text import phrase_runs, surface_forms, tokenize
 
 Mode = Literal["keyword", "graph", "hybrid"]
 MODES: tuple[str, ...] = ("keyword", "graph", "hybrid")
 
 
+WEIGHTS_FILE = Path(__file__).with_name("retrieval_weights.json")
+
+
 @dataclass
 class RetrievalConfig:
-    """Defaults were tuned on SciFact (see bench/bench_retrieval.py and docs/graphrag.md)."""
+    """Structural settings live here; the fusion weights come from a fitted file
+    (graphrag/retrieval_weights.json, written by `bench/bench_retrieval.py --fit` from SciFact's
+    *train* queries), never from constants in code. Without the file, hybrid fuses with equal
+    weights (the unfitted baseline)."""
 
     seed_chunks: int = 5  # keyword hits whose key terms seed the expansion
     expansion_terms: int = 10  # graph neighbours added to the query
     # The expansion signal's share in graph mode: small, so keyword hits keep their order and
-    # linked chunks come in after them (on SciFact 0.0-0.5 all give nDCG@10 0.687-0.689).
+    # linked chunks come in after them.
     expansion_weight: float = 0.3
     community_bonus: float = 0.05  # pull toward the seeds' dominant community
     candidates: int = 100  # per retriever, before fusion
-    # Weighted sum of min-max normalised scores beat RRF on SciFact (0.725 vs 0.716):
-    # half lexical (keyword + graph), half dense.
     fusion: Literal["rrf", "weighted"] = "weighted"
-    hybrid_weights: dict[str, float] = field(default_factory=lambda: {"keyword": 0.5, "graph": 0.5, "dense": 1.0})
+    # Leg weights; a dense leg's weight is further multiplied by the share of the query's
+    # language that its model covers (graphrag.language), so an English-only model gives a
+    # Chinese query no dense signal at all instead of a misleading one.
+    hybrid_weights: dict[str, float] = field(default_factory=lambda: {"keyword": 1.0, "graph": 1.0, "dense": 1.0})
+    rerank_candidates: int = 30  # how many fused hits a reranker rescores
+    source: str = "defaults (no fitted weights file)"
+
+    @classmethod
+    def from_file(cls, path: Path | str | None = None) -> "RetrievalConfig":
+        """The fitted weights file (default: graphrag/retrieval_weights.json); defaults when absent."""
+        path = Path(path) if path else WEIGHTS_FILE
+        if not path.is_file():
+            return cls()
+        fitted = json.loads(path.read_text(encoding="utf-8"))
+        known = {f for f in cls.__dataclass_fields__} - {"source"}
+        config = cls(**{k: v for k, v in fitted.get("config", {}).items() if k in known})
+        config.source = f"{path.name}: {fitted.get('fitted_on', 'unknown data')}"
+        return config
 
 
 @dataclass
@@ -52,37 +76,73 @@ class _Expansion:
 
 
 class Retriever:
-    def __init__(self, index: IndexData, embedder: Embedder | None = None, config: RetrievalConfig | None = None):
+    def __init__(self, index: IndexData, embedder: Embedder | None = None, config: RetrievalConfig | None = None,
+                 embedders: dict[str, Embedder | None] | None = None, reranker=None):
+        """`embedder` is the one model of a single-provider index; `embedders` maps the legs of an
+        EMBEDDING_PROVIDER=auto index (leg name -> model, None where the model could not load)."""
         self.index = index
         self.embedder = embedder
-        self.config = config or RetrievalConfig()
+        self.embedders = dict(embedders or {})
+        if embedder is not None:
+            self.embedders.setdefault("dense", embedder)
+        self.config = config or RetrievalConfig.from_file()
+        self.reranker = reranker
         self.vocabulary = set(index.bm25.vocab_dict)
         self.chunk_position = {chunk.id: i for i, chunk in enumerate(index.chunks)}
         self.chunk_community = np.asarray(index.chunk_community or [-1] * len(index.chunks), dtype=np.int64)
         graph = index.cooccurrence
         self.term_strength = {term: float(graph.degree(term, weight="weight")) for term in graph}
 
+    def dense_legs(self) -> dict[str, tuple[DenseLeg, Embedder]]:
+        """Legs that have both vectors and a loaded model."""
+        return {name: (leg, self.embedders[name]) for name, leg in self.index.legs().items()
+                if self.embedders.get(name) is not None}
+
     @property
     def has_dense(self) -> bool:
-        return self.embedder is not None and self.index.vectors is not None
+        return bool(self.dense_legs())
 
     # ---- public -------------------------------------------------------------------------------
-    def search(self, query: str, top_k: int = 5, mode: Mode = "hybrid", paths: list[str] | None = None) -> list[Hit]:
+    def search(self, query: str, top_k: int = 5, mode: Mode = "hybrid", paths: list[str] | None = None,
+               rerank: bool = False) -> list[Hit]:
+        return self.search_with_legs(query, top_k, mode, paths, rerank)[0]
+
+    def search_with_legs(self, query: str, top_k: int = 5, mode: Mode = "hybrid", paths: list[str] | None = None,
+                         rerank: bool = False) -> tuple[list[Hit], list[str]]:
+        """The hits and the legs that shaped them ("bm25", "graph", "dense", "rerank")."""
         if not self.index.chunks:
-            return []
+            return [], []
         mask = self.path_mask(paths)
         query_tokens = _QueryTokens(tokenize(query), surface_forms(query))
         if mode == "keyword":
             scores = self.keyword_scores(query_tokens, mask)
-            return [self._hit(i, float(scores[i]), query_tokens, {"keyword": rank}) for rank, i in
+            hits = [self._hit(i, float(scores[i]), query_tokens, {"keyword": rank}) for rank, i in
                     enumerate(_top_positive(scores, top_k), start=1)]
-        if mode == "graph":
+            legs = ["bm25"]
+        elif mode == "graph":
             scores, expansion = self.graph_scores(query, query_tokens, mask)
-            return [self._hit(i, float(scores[i]), query_tokens, {"graph": rank}, expansion) for rank, i in
+            hits = [self._hit(i, float(scores[i]), query_tokens, {"graph": rank}, expansion) for rank, i in
                     enumerate(_top_positive(scores, top_k), start=1)]
-        if mode == "hybrid":
-            return self.hybrid(query, query_tokens, top_k, mask)
-        raise ValueError(f"unknown mode {mode!r}")
+            legs = ["bm25", "graph"]
+        elif mode == "hybrid":
+            depth = max(top_k, self.config.rerank_candidates) if rerank and self.reranker else top_k
+            hits, legs = self.hybrid(query, query_tokens, depth, mask)
+        else:
+            raise ValueError(f"unknown mode {mode!r}")
+        if rerank and self.reranker is not None and hits:
+            hits = self.rerank(query, hits[: max(top_k, self.config.rerank_candidates)])
+            legs = [*legs, "rerank"]
+        return hits[:top_k], legs
+
+    def rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
+        scores = self.reranker.score(query, [self.index.chunks[h.chunk_index].index_text for h in hits])
+        order = sorted(range(len(hits)), key=lambda i: (-float(scores[i]), i))
+        reranked = []
+        for rank, i in enumerate(order, start=1):
+            hit = hits[i]
+            hit.why["ranks"]["rerank"] = rank
+            reranked.append(Hit(hit.chunk_index, float(scores[i]), hit.why))
+        return reranked
 
     def path_mask(self, paths: list[str] | None) -> np.ndarray | None:
         """A filter entry matches a path by prefix ("course_reader/") or by glob ("*.md")."""
@@ -120,36 +180,77 @@ class Retriever:
             score = score + config.community_bonus * in_community
         return score.astype(np.float32), expansion
 
-    def dense_scores(self, query: str, mask: np.ndarray | None) -> np.ndarray | None:
-        if not self.has_dense or not query.strip():
-            return None
-        query_vector = self.embedder.encode_queries([query])[0]
-        scores = self.index.vectors @ query_vector
-        return scores if mask is None else np.where(mask, scores, -1.0)
+    def dense_weights(self, query: str) -> dict[str, float]:
+        """Each dense leg's share of the dense weight for this query: every language of the
+        query goes to the most specific loaded leg that understands it (an English model for
+        English, the multilingual one for Chinese); a language no leg understands gives none."""
+        shares = language_shares(query) or {"en": 1.0}
+        legs = self.dense_legs()
+        out: dict[str, float] = {}
+        for lang, share in shares.items():
+            able = [name for name, (leg, _) in legs.items() if lang in leg.languages]
+            if able:
+                best = min(able, key=lambda name: (len(legs[name][0].languages), name))
+                out[best] = out.get(best, 0.0) + share
+        return {name: round(weight, 4) for name, weight in out.items() if weight > 0}
 
-    def hybrid(self, query: str, query_tokens: list[str], top_k: int, mask: np.ndarray | None) -> list[Hit]:
-        config, n = self.config, self.config.candidates
+    def dense_scores(self, query: str, mask: np.ndarray | None, leg_name: str | None = None) -> np.ndarray | None:
+        """Cosine scores of one leg (default: the only or first leg) over all chunks; chunks the
+        leg has no vector for get -1 and are never its candidates."""
+        legs = self.dense_legs()
+        if not legs or not query.strip():
+            return None
+        leg, embedder = legs[leg_name] if leg_name else next(iter(legs.values()))
+        query_vector = embedder.encode_queries([query])[0]
+        scores = np.full(len(self.index.chunks), -1.0, dtype=np.float32)
+        scores[leg.rows] = leg.vectors @ query_vector
+        if mask is not None:
+            scores = np.where(mask, scores, -1.0)
+        return scores
+
+    def signals(self, query: str, query_tokens: list[str] | None = None, mask: np.ndarray | None = None):
+        """Every leg's scores and candidates for one query (the bench fits weights on these)."""
+        n = self.config.candidates
+        query_tokens = query_tokens if query_tokens is not None else _QueryTokens(tokenize(query), surface_forms(query))
         keyword = self.keyword_scores(query_tokens, mask)
         graph, expansion = self.graph_scores(query, query_tokens, mask)
-        dense = self.dense_scores(query, mask)
         candidates = {"keyword": _top_positive(keyword, n), "graph": _top_positive(graph, n)}
         signals = {"keyword": keyword, "graph": graph}
-        if dense is not None:
-            allowed = np.flatnonzero(mask) if mask is not None else None
-            candidates["dense"] = _top_indices(dense, n, allowed)
-            signals["dense"] = dense
-        weights = {name: w for name, w in config.hybrid_weights.items() if name in candidates}
-        if not any(weights.values()):
-            weights = {name: 1.0 for name in candidates}
-        if config.fusion == "rrf":
-            fused = reciprocal_rank_fusion({k: v for k, v in candidates.items() if weights.get(k)}, weights)
-        else:
-            fused = weighted_score_fusion(
-                {name: {i: float(signals[name][i]) for i in ranking} for name, ranking in candidates.items()
-                 if weights.get(name)}, weights)
+        coverage = self.dense_weights(query)
+        for name in coverage:
+            dense = self.dense_scores(query, mask, name)
+            leg = self.index.legs()[name]
+            allowed = leg.rows if mask is None else leg.rows[mask[leg.rows]]
+            candidates[name] = _top_indices(dense, n, allowed)
+            signals[name] = dense
+        return signals, candidates, coverage, expansion
+
+    def fuse(self, signals: dict, candidates: dict, coverage: dict[str, float],
+             weights: dict[str, float] | None = None, fusion: str | None = None) -> dict[int, float]:
+        weights = dict(weights or self.config.hybrid_weights)
+        leg_weights = {"keyword": weights.get("keyword", 0.0), "graph": weights.get("graph", 0.0)}
+        for name, share in coverage.items():
+            leg_weights[name] = weights.get("dense", 0.0) * share
+        leg_weights = {name: w for name, w in leg_weights.items() if w > 0 and candidates.get(name)}
+        if not leg_weights:
+            leg_weights = {name: 1.0 for name in ("keyword", "graph") if candidates.get(name)}
+        if (fusion or self.config.fusion) == "rrf":
+            return reciprocal_rank_fusion({k: candidates[k] for k in leg_weights}, leg_weights)
+        return weighted_score_fusion({name: {i: float(signals[name][i]) for i in candidates[name]}
+                                      for name in leg_weights}, leg_weights)
+
+    def hybrid(self, query: str, query_tokens: list[str], top_k: int,
+               mask: np.ndarray | None) -> tuple[list[Hit], list[str]]:
+        signals, candidates, coverage, expansion = self.signals(query, query_tokens, mask)
+        fused = self.fuse(signals, candidates, coverage)
         ranks = {name: {item: r for r, item in enumerate(ranking, start=1)} for name, ranking in candidates.items()}
-        return [self._hit(i, fused[i], query_tokens, {name: ranks[name].get(i) for name in candidates}, expansion)
-                for i in top_items(fused, top_k)]
+        hits = []
+        for i in top_items(fused, top_k):
+            leg_ranks = {("dense" if name not in ("keyword", "graph") and len(coverage) == 1 else name):
+                         ranks[name].get(i) for name in candidates}
+            hits.append(self._hit(i, fused[i], query_tokens, leg_ranks, expansion))
+        legs = ["bm25", "graph"] + (["dense"] if coverage and self.config.hybrid_weights.get("dense", 0) > 0 else [])
+        return hits, legs
 
     # ---- graph expansion ------------------------------------------------------------------------
     def expand(self, query: str, query_tokens: list[str], seeds: list[int]) -> _Expansion:

@@ -23,9 +23,10 @@ class LiveIndex:
 
 
 class IndexHolder:
-    def __init__(self, index_path: Path, config: RetrievalConfig | None = None):
+    def __init__(self, index_path: Path, config: RetrievalConfig | None = None, reranker=None):
         self.index_path = Path(index_path)
-        self.config = config or RetrievalConfig()
+        self.config = config or RetrievalConfig.from_file()
+        self.reranker = reranker
         self.live: LiveIndex | None = None
         self.last_error: str | None = None
         self._embedders: dict[str, Embedder] = {}
@@ -58,11 +59,10 @@ class IndexHolder:
 
     def _load(self) -> LiveIndex:
         index = index_store.load_index(self.index_path)
-        embedding = index.manifest.get("embedding")
-        embedder = None
-        if embedding:  # the query must be embedded by the model that embedded the chunks
-            embedder = self._embedder(embedding["provider"])
-        return LiveIndex(Retriever(index, embedder, self.config), index.version)
+        # The query must be embedded by the model that embedded the chunks: the manifest's, per leg.
+        embedders = {name: self._embedder(leg.provider) for name, leg in index.legs().items()}
+        return LiveIndex(Retriever(index, None, self.config, embedders=embedders, reranker=self.reranker),
+                         index.version)
 
     def _embedder(self, provider: str) -> Embedder | None:
         """A model that cannot load (package missing) leaves the index usable without dense
@@ -74,8 +74,11 @@ class IndexHolder:
                 log.warning("embedding model unavailable; serving without dense scores",
                             extra={"provider": provider, "error": f"{type(exc).__name__}: {exc}"})
                 return None
-            if provider not in {"hashing", "e5"}:  # torch-based models
+            if provider in {"minilm", "sentence-transformers"} or provider.startswith("st:"):  # torch models
                 single_thread_queries()
+            set_threads = getattr(self._embedders[provider], "set_threads", None)
+            if set_threads:  # one short query per call: one thread is fastest on a busy machine
+                set_threads(1)
         return self._embedders[provider]
 
     async def watch(self, interval: float) -> None:

@@ -15,8 +15,16 @@ class GraphRAGSettings(ServiceSettings):
     port: int = Field(default=8002, validation_alias="GRAPHRAG_PORT")
     graph_rag_enabled: bool = True
     graph_rag_index_path: Path = Field(default_factory=lambda: tutorstack_home() / "graphrag" / "index")
-    embedding_provider: str = ""  # none | minilm | e5 | hashing | st:/path (see graphrag/dense.py)
+    # auto: per-chunk language decides the model (see graphrag/dense.py); none | minilm-int8 | minilm | e5 |
+    # hashing | st:/path name one model for everything.
+    embedding_provider: str = "auto"
     vector_store_path: Path = Field(default_factory=lambda: tutorstack_home() / "graphrag" / "vectors")
+    # Optional cross-encoder over the top candidates of hybrid mode (graphrag/rerank.py): none | st-cross:/path
+    reranker_provider: str = ""
+    # Whether hybrid requests that do not say `rerank` get the reranker (when one is configured).
+    rerank_default: bool = False
+    # The fitted fusion weights (default: graphrag/retrieval_weights.json, fitted on SciFact train).
+    graphrag_weights_path: Path | None = None
     # How often the service looks at the index's CURRENT pointer for a new version.
     graph_rag_reload_interval_sec: float = 2.0
     # The token callers (ai_service, the health service) must present; required outside dev.
