@@ -13,6 +13,7 @@ from ai_service.modes import load_modes
 from ai_service.routing import Policy
 from ai_service.service_routes import router as service_router
 from ai_service.settings import AIServiceSettings
+from ai_service.tools_api import router as tools_router
 from ai_service.upstreams import build_upstreams
 from common.app import create_service_app
 
@@ -44,4 +45,5 @@ def create_app(settings: AIServiceSettings | None = None) -> FastAPI:
     app.state.services = ServiceDirectory(settings)
     app.include_router(router)
     app.include_router(service_router)
+    app.include_router(tools_router)
     return app

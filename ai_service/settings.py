@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from ai_service.routing import Policy
@@ -53,6 +55,11 @@ class AIServiceSettings(ServiceSettings):
     health_service_url: str = "http://localhost:8005"
     health_api_token: str = ""
     delegate_timeout_sec: float = Field(120.0, gt=0)
+
+    # /v1/chat_with_tools: seconds each built-in tool may take, and how the model picks a tool
+    # (guided: a structured-output choice, reliable for small models; native: tool_choice auto).
+    tool_timeout_sec: float = Field(15.0, gt=0)
+    tools_decision: Literal["guided", "native"] = "guided"
 
     @model_validator(mode="after")
     def _check_required(self) -> "AIServiceSettings":

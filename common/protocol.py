@@ -139,10 +139,9 @@ class ChatCompletionRequest(BaseModel):
     top_k: int | None = Field(default=None, ge=-1)
     min_p: float | None = Field(default=None, ge=0, le=1)
     repetition_penalty: float | None = Field(default=None, gt=0, le=2)
+    min_tokens: int | None = Field(default=None, ge=0)
+    # vLLM's structured output: {"json": schema} | {"choice": [...]} | {"regex": ...} (or response_format).
     structured_outputs: dict[str, Any] | None = None
-    guided_json: dict[str, Any] | str | None = None
-    guided_choice: list[str] | None = None
-    guided_regex: str | None = None
     # The platform's own fields (data_classification); never passed on.
     metadata: dict[str, Any] | None = None
 

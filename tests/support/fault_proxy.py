@@ -6,6 +6,7 @@ answers 401/429 as an upstream with a bad key or no quota would. Runs uvicorn in
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
@@ -17,7 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 MODES = ("pass", "hang", "error500", "error401", "error429", "cut_after_first_chunk", "slow",
-         "stall_after_first_chunk")
+         "stall_after_first_chunk", "script")
 
 
 class FaultProxy:
@@ -27,6 +28,9 @@ class FaultProxy:
         self.mode = "pass"
         self.requests_seen = 0
         self.chunk_delay = 0.5  # seconds between chunks in "slow" mode
+        self.script = ""  # the answer streamed in "script" mode, word by word, instead of asking the upstream
+        self.last_body: dict | None = None  # the last JSON request body seen
+        self.script_tool_call: dict | None = None  # in "script" mode: answer the next request with this call, once
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -34,9 +38,13 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def set_mode(self, mode: str, chunk_delay: float | None = None) -> None:
+    def set_mode(self, mode: str, chunk_delay: float | None = None, script: str | None = None,
+                 tool_call: dict | None = None) -> None:
         assert mode in MODES, mode
         self.mode = mode
+        if script is not None:
+            self.script = script
+        self.script_tool_call = tool_call
         if chunk_delay is not None:
             self.chunk_delay = chunk_delay
 
@@ -77,6 +85,12 @@ class FaultProxy:
             return JSONResponse({"error": {"message": f"injected {status}", "type": "injected",
                                            "param": None, "code": None}}, status_code=status)
         body = await request.body()
+        try:
+            self.last_body = json.loads(body) if body else None
+        except ValueError:
+            self.last_body = None
+        if mode == "script" and request.url.path.endswith("/chat/completions"):
+            return StreamingResponse(self._scripted(), media_type="text/event-stream")
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "authorization", "accept")}
         client = httpx.AsyncClient(timeout=120)
         upstream = await client.send(
@@ -103,3 +117,25 @@ class FaultProxy:
 
         content_type = upstream.headers.get("content-type", "application/json")
         return StreamingResponse(relay(), status_code=upstream.status_code, media_type=content_type)
+
+    async def _scripted(self):
+        model = (self.last_body or {}).get("model", "scripted")
+        if self.script_tool_call is not None:
+            call, self.script_tool_call = self.script_tool_call, None
+            delta = {"role": "assistant", "tool_calls": [{"index": 0, "id": "call_scripted", "type": "function",
+                                                          "function": call}]}
+            for event in ({"index": 0, "delta": delta, "finish_reason": None},
+                          {"index": 0, "delta": {}, "finish_reason": "tool_calls"}):
+                yield ("data: " + json.dumps({"id": "scripted", "object": "chat.completion.chunk", "created": 0,
+                                              "model": model, "choices": [event]}) + "\n\n").encode()
+            yield b"data: [DONE]\n\n"
+            return
+        words = self.script.split(" ")
+        for i, word in enumerate(words):
+            delta = {"content": word if i == 0 else " " + word}
+            yield ("data: " + json.dumps({"id": "scripted", "object": "chat.completion.chunk", "created": 0,
+                                          "model": model, "choices": [{"index": 0, "delta": delta,
+                                                                       "finish_reason": None}]}) + "\n\n").encode()
+        yield ("data: " + json.dumps({"id": "scripted", "object": "chat.completion.chunk", "created": 0, "model": model,
+                                      "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + "\n\n").encode()
+        yield b"data: [DONE]\n\n"
