@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from common.settings import ServiceSettings
 
@@ -26,6 +26,11 @@ class GuidedSettings(ServiceSettings):
     guided_courses_file: Path | None = None
     # Where the writing analysis keeps a learner's weak points (docs/learner-profile.md).
     writing_profile_key: str = "learner:{course_id}:{user_id}"
+
+    @field_validator("guided_courses_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value):
+        return value or None
 
     @model_validator(mode="after")
     def _tokens_outside_dev(self) -> "GuidedSettings":
