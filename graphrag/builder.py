@@ -88,7 +88,7 @@ def assemble_and_write(output: Path, chunks: list[Chunk], files: dict[str, Sourc
     seconds = time.perf_counter() - started
     data.manifest["stats"]["seconds"] = round(seconds, 2)
     return BuildSummary(data.version, len(files), skipped, 0, len(chunks), len(data.term_idf),
-                        len(data.communities), data.vectors is not None, seconds, stages)
+                        len(data.communities), bool(data.legs()), seconds, stages)
 
 
 def assemble_index(chunks: list[Chunk], files: dict[str, SourceFile], skipped: dict[str, str],
