@@ -1,0 +1,1 @@
+"""tutorstack internal services (each its own package and process)."""
