@@ -74,6 +74,7 @@ def main() -> None:
             f"http://localhost:{env.get('GRAPHRAG_PORT', '8002')}/readyz",
         "vLLM (through llm_server)": f"http://localhost:{env.get('LLM_SERVER_PORT', '8010')}/readyz",
         "guided (Socratic sessions, learner profiles)": f"http://localhost:{env.get('GUIDED_PORT', '8003')}/readyz",
+        "practice (persona role-play, intents, coaching)": f"http://localhost:{env.get('PRACTICE_PORT', '8006')}/readyz",
     }
     honcho = subprocess.Popen([sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile"),
                                "-d", str(ROOT), "--no-colour"], env=env, cwd=ROOT)
