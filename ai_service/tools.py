@@ -30,6 +30,7 @@ ToolRunner = Callable[[dict], Awaitable[dict]]
 Decision = Literal["guided", "native"]
 
 ANSWER = "answer"
+CALL_MAX_TOKENS = 200
 DECISION_PROMPT = (
     "Decide the next step. Reply with one option only: '{answer}' to answer the user now, or the name "
     "of one tool to call first.\nTools:\n{tools}"
@@ -148,8 +149,9 @@ class ToolLoop:
         elif choice == "required" and self.decision == "guided":
             picked = await self._pick_action(messages, allow_answer=False)
             choice = {"type": "function", "function": {"name": picked}}
+        # A call's arguments need room: cut short, they are not JSON (a small model rambles in strings).
         return await self.complete(messages, {"tools": self.specs(), "tool_choice": choice,
-                                              "max_tokens": self.max_tokens})
+                                              "max_tokens": max(self.max_tokens, CALL_MAX_TOKENS)})
 
     async def _pick_action(self, messages: list[dict], allow_answer: bool = True) -> str:
         options = ([ANSWER] if allow_answer else []) + list(self.tools)

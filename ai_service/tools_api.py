@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ai_service.auth import gateway_caller
 from ai_service.chat import ChatEngine
-from ai_service.rag import RetrievalUnavailable, retrieve
+from ai_service.rag import RetrievalUnavailable, last_user_text, retrieve
 from ai_service.tools import Tool, ToolLoop
 from ai_service.upstreams import _completion_as_sse
 from common.auth import Caller, service_headers
@@ -72,7 +72,7 @@ class ToolChatResponse(BaseModel):
         default_factory=list, description="with client tool_calls: the built-in results to send back as tool messages")
 
 
-def builtin_tools(request: Request, caller: Caller, names: list[str]) -> list[Tool]:
+def builtin_tools(request: Request, caller: Caller, names: list[str], user_text: str = "") -> list[Tool]:
     engine: ChatEngine = request.app.state.engine
     services = request.app.state.services
 
@@ -89,9 +89,14 @@ def builtin_tools(request: Request, caller: Caller, names: list[str]) -> list[To
                              for p in passages]}
 
     async def analyze_writing(args: dict) -> dict:
+        # The text is the learner's own last message, never retyped by the model: a small model copying
+        # an essay into a JSON string would take minutes and change it on the way.
+        content = user_text
+        if not content.strip():
+            return {"error": "there is no text from the user to analyse"}
         try:
             response = await services.client("writing").post(
-                "/v1/writing/analyze", json={"content": args["content"], "writing_type": args.get("writing_type", "essay"),
+                "/v1/writing/analyze", json={"content": content, "writing_type": args.get("writing_type", "essay"),
                                              "student_profile": {"level": "unknown", "lang": args.get("lang", "en")}},
                 headers=service_headers(services.token("writing"), caller), timeout=30)
         except httpx.HTTPError as exc:
@@ -120,17 +125,20 @@ def builtin_tools(request: Request, caller: Caller, names: list[str]) -> list[To
     catalogue = {
         "search_course_docs": Tool(
             "search_course_docs", "Search the course reader; returns passages with file and line citations.",
-            {"type": "object", "properties": {"query": {"type": "string", "minLength": 1, "maxLength": 500},
+            {"type": "object", "properties": {"query": {"type": "string", "minLength": 1, "maxLength": 200},
                                               "top_k": {"type": "integer", "minimum": 1, "maximum": 8}},
              "required": ["query"], "additionalProperties": False}, search_course_docs),
         "analyze_writing": Tool(
-            "analyze_writing", "Score a student's text against the writing rubric and list what to fix.",
-            {"type": "object", "properties": {"content": {"type": "string", "minLength": 1, "maxLength": 20000},
-                                              "writing_type": {"type": "string"}, "lang": {"type": "string"}},
-             "required": ["content"], "additionalProperties": False}, analyze_writing),
+            "analyze_writing", "Score the text in the user's last message against the writing rubric and list "
+                               "what to fix.",
+            {"type": "object", "properties": {
+                "writing_type": {"type": "string", "enum": ["essay", "argumentative", "narrative", "literature_review",
+                                                            "summary", "research_proposal"]},
+                "lang": {"type": "string", "enum": ["en", "zh"]}},
+             "additionalProperties": False}, analyze_writing),
         "get_learner_profile": Tool(
             "get_learner_profile", "Read the current learner's skills, mastery and weak points.",
-            {"type": "object", "properties": {"course_id": {"type": "string", "maxLength": 128}},
+            {"type": "object", "properties": {"course_id": {"type": "string", "maxLength": 64}},
              "additionalProperties": False}, get_learner_profile),
     }
     return [catalogue[name] for name in names]
@@ -142,7 +150,7 @@ async def chat_with_tools(body: ToolChatRequest, request: Request, caller: Calle
     engine: ChatEngine = request.app.state.engine
     settings = engine.settings
     names = list(dict.fromkeys(body.builtin_tools if body.builtin_tools is not None else BUILTIN_TOOL_NAMES))
-    tools = builtin_tools(request, caller, names)
+    tools = builtin_tools(request, caller, names, last_user_text(body.messages))
     for definition in body.tools or []:
         if definition.function.name in names:
             raise OpenAIError(400, f"tool {definition.function.name!r} is a built-in tool; name yours differently",

@@ -75,7 +75,7 @@ def stack(session_dir, redis_url, vllm_stack, graphrag_url):
         session_dir, redis_url, local_url=local_proxy.url, local_api_key=vllm_stack.api_key, cloud_url=cloud_proxy.url,
         graphrag_url=graphrag_url,
         ai_env={"LLM_ROUTING_POLICY": "local_first", "LLM_ENABLE_CLOUD_FALLBACK_NONPROD": "true",
-                "LLM_LOCAL_TIMEOUT_SEC": "8", "LLM_CLOUD_TIMEOUT_SEC": "60",
+                "LLM_LOCAL_TIMEOUT_SEC": "12", "LLM_CLOUD_TIMEOUT_SEC": "60",
                 "CIRCUIT_FAILURE_THRESHOLD": "3", "CIRCUIT_RESET_SEC": "1"},
         gateway_env={"GATEWAY_MAX_BODY_BYTES": "65536"},
     )

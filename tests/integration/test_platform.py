@@ -209,7 +209,7 @@ def test_local_hanging_falls_back_after_the_local_timeout(faults):
         model=BASE_MODEL, messages=HELLO, max_tokens=8)
     elapsed = time.monotonic() - started
     assert raw.headers["x-tutorstack-upstream"] == "cloud"
-    assert 8 <= elapsed < 60  # LLM_LOCAL_TIMEOUT_SEC=8 in the test stack
+    assert 12 <= elapsed < 60  # LLM_LOCAL_TIMEOUT_SEC=12 in the test stack
 
 
 def test_local_5xx_falls_back_for_streams_before_the_first_byte(faults):

@@ -70,7 +70,7 @@ def test_server_loop_searches_the_course_and_answers_with_a_trace(stack):
     body = response.json()
     first = body["tool_trace"][0]
     assert first["tool"] == "search_course_docs" and first["status"] == "ok" and first["source"] == "builtin"
-    assert first["result"]["passages"] and first["result"]["passages"][0]["path"].startswith("data/samples")
+    assert "data/samples/course_reader" in json.dumps(first["result"])  # passages with their citations
     assert body["stopped"] in ("answered", "step_limit") and body["choices"][0]["message"]["content"]
 
 
@@ -83,7 +83,7 @@ def test_server_loop_runs_the_other_builtin_tools(stack, tool):
                                   "tool_choice": {"type": "function", "function": {"name": tool}}}, key=key)
     assert response.status_code == 200, response.text
     step = response.json()["tool_trace"][0]
-    assert step["tool"] == tool and step["status"] == "ok"
+    assert step["tool"] == tool and step["status"] == "ok", step
     result = step["result"]
     # The service behind the tool answers, or the tool says plainly that it is not available.
     assert isinstance(result, (dict, str)) and ("available" not in result or result["available"] is False)
