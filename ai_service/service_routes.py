@@ -31,6 +31,11 @@ async def learners(user_id: str, request: Request, caller: Caller = Depends(gate
     return await delegate(request, caller, "guided")
 
 
+@router.api_route("/courses/{course_id}/teachers", methods=["GET", "PUT"], include_in_schema=False)
+async def course_teachers(course_id: str, request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "guided")
+
+
 # --- peer-helper practice (services/practice, :8006) -------------------------------------------
 @router.get("/personas", include_in_schema=False)
 async def personas(request: Request, caller: Caller = Depends(gateway_caller)):

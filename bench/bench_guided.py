@@ -192,7 +192,7 @@ def report(leaks: list[dict], sessions: list[dict], setup: str) -> str:
                   f"- the next session started from the stored value in {pct(chained, len(sessions) - 1)} of the "
                   "session changes",
                   "- mastery trajectory of the first session: " + " → ".join(
-                      f"{t['after']:.2f}" for t in sessions[0]["turns"]) + f" (from {sessions[0]['turns'][0]['before']:.2f})",
+                      f"{t['after']:.3f}" for t in sessions[0]["turns"]) + f" (from {sessions[0]['turns'][0]['before']:.3f})",
                   f"- answer stated before the student produced it, in any session turn: "
                   f"{pct(sum(t['leak'] for s in sessions for t in s['turns']), sum(t['intent'] in ('demand', 'wrong') for s in sessions for t in s['turns']))}",
                   f"- phrasing over session turns: " + ", ".join(

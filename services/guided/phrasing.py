@@ -3,7 +3,8 @@
 1. Ask the model to say the template's message in its own words (the system prompt names the move and
    what it may not reveal). Short: max_tokens ~120, the embedded model is weak.
 2. Check the text: the answer-leak guard (leak.py), then plain quality checks (language, length,
-   a question where the move needs one, no echo of the prompt).
+   a question where the move needs one, no echo of the prompt, no talk of giving the answer, no loops,
+   and at least a quarter of the template's content words kept: a rephrasing, not a new message).
 3. A leak: regenerate once with a stricter prompt (no numbers, temperature 0); a second leak, a
    failed call or a text that fails the checks: send the template (phrased_by "template").
 The text is always complete before anything is sent, streaming included."""
@@ -23,6 +24,13 @@ from services.guided.templates import MOVE_INSTRUCTIONS, MoveContext
 QUESTION_MOVES = {"diagnose", "ask", "hint", "worked_example", "check_understanding"}
 _ECHO = re.compile(r"(tutor.s message|student said|rephrase|as an ai|system prompt)", re.I)
 _SENTENCE_END = re.compile(r"[.!?。！？](?=\s|$)")
+# The model promising or announcing the answer contradicts every move, whatever follows.
+_ANSWER_TALK = re.compile(
+    r"(\bthe (final |correct )?answer( to [^.?!]{0,40})? (is|was|would be)\b|here'?s the (answer|solution)|\bi'?ll (just )?(give|tell) you "
+    r"the answer|\bi('ll| will) (try to )?solve (it|this) for you|\bsolution is\b|答案是|答案为|我(来)?帮你(写|解|算))", re.I)
+_CONTENT_WORD = re.compile(r"[a-z]{4,}|[\u3400-\u9fff]{2}", re.I)
+_STOP = {"what", "your", "with", "that", "this", "have", "from", "they", "them", "then", "when", "will", "would",
+         "could", "should", "about", "which", "there", "their", "here", "just", "because", "does", "each", "into"}
 
 
 @dataclass
@@ -56,7 +64,7 @@ def trim_to_sentence(text: str) -> str:
     return text[: ends[-1].end()] if ends else text
 
 
-def quality_problems(text: str, ctx: MoveContext) -> list[str]:
+def quality_problems(text: str, ctx: MoveContext, template: str = "") -> list[str]:
     problems = []
     if len(text.strip()) < 15:
         problems.append("too short")
@@ -71,7 +79,33 @@ def quality_problems(text: str, ctx: MoveContext) -> list[str]:
         problems.append("asks no question")
     if _ECHO.search(text):
         problems.append("echoes the prompt")
+    if _ANSWER_TALK.search(text):
+        problems.append("talks about giving the answer")
+    if repetitive(text):
+        problems.append("repeats itself")
+    if template and retained(template, text) < 0.25:
+        problems.append("drops the move's content")
     return problems
+
+
+def content_words(text: str) -> set[str]:
+    return {w.lower() for w in _CONTENT_WORD.findall(text)} - _STOP
+
+
+def retained(template: str, text: str) -> float:
+    """The share of the template's content words (and Chinese character pairs) the text keeps."""
+    wanted = content_words(template)
+    return len(wanted & content_words(text)) / len(wanted) if wanted else 1.0
+
+
+def repetitive(text: str) -> bool:
+    """A sentence said twice, or the same word 4-gram three times: the small model's loops."""
+    sentences = [s.strip().lower() for s in re.split(r"[.!?。！？\n]+", text) if len(s.strip()) > 8]
+    if len(sentences) != len(set(sentences)):
+        return True
+    words = re.findall(r"\w+", text.lower())
+    grams = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
+    return any(grams.count(g) >= 3 for g in set(grams))
 
 
 async def phrase(llm: LLMClient | None, ctx: MoveContext, template: str, student_text: str, caller: Caller | None,
@@ -96,7 +130,7 @@ async def phrase(llm: LLMClient | None, ctx: MoveContext, template: str, student
                 notes.append(f"leak: {leak.reason}" + ("" if strict else "; regenerating with a stricter prompt"))
                 regenerated = regenerated or not strict
                 continue
-        problems = quality_problems(text, ctx)
+        problems = quality_problems(text, ctx, template)
         if problems:
             notes.append("model text rejected: " + ", ".join(problems))
             break

@@ -125,3 +125,20 @@ def test_streaming_sends_checked_text_and_guidance_last(guided):
     text = "".join(e["choices"][0]["delta"].get("content", "") for e in events)
     assert events[-1]["guidance"]["move"] == "hint" and events[-1]["choices"][0]["finish_reason"] == "stop"
     assert text and not check_leak(text, known_answer("10")).leaked
+
+
+def test_admin_sets_a_course_teacher_through_the_gateway(guided):
+    admin = guided.key_for("guided-admin", role="admin", user_id="admin-1")
+    teacher = guided.key_for("guided-teacher-3", role="teacher", user_id="teacher-003")
+    carol = guided.key_for("guided-carol", role="student", user_id="carol")
+    url = f"{guided.gateway_url}/v1/courses/course-003/teachers"
+    assert httpx.put(url, json={"teachers": ["teacher-003"]}, headers={"Authorization": f"Bearer {carol}"},
+                     timeout=30).status_code == 403
+    assert httpx.put(url, json={"teachers": ["teacher-003"]}, headers={"Authorization": f"Bearer {admin}"},
+                     timeout=30).json() == {"teachers": ["teacher-003"]}
+    profile_url = f"{guided.gateway_url}/v1/learners/carol"
+    read = httpx.get(profile_url, params={"course_id": "course-003"}, headers={"Authorization": f"Bearer {teacher}"},
+                     timeout=30)
+    assert read.status_code == 200 and read.json()["exists"] is False
+    assert httpx.get(profile_url, params={"course_id": "course-001"}, headers={"Authorization": f"Bearer {teacher}"},
+                     timeout=30).status_code == 403

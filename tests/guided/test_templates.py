@@ -71,4 +71,13 @@ def test_phrasing_checks():
     assert "asks no question" in quality_problems("A thesis is a claim. It should be clear.", hint)
     assert "not in Chinese" in quality_problems("What is your claim?", MoveContext("hint", 1, "zh", "thesis"))
     assert "echoes the prompt" in quality_problems("Tutor's message to rephrase: what is it?", hint)
+    template = "Read the question again: what exactly does it ask for? List the quantities you know."
+    assert quality_problems("Read it again: what does the question ask for? Which quantities do you know?",
+                            hint, template) == []
+    assert "talks about giving the answer" in quality_problems(
+        "I'll give you the answer, but first: what does the question ask for?", hint, template)
+    assert "repeats itself" in quality_problems(
+        "What's the question? What's the answer? What's the question? What's the answer?", hint)
+    assert "drops the move's content" in quality_problems("I'm glad you're here! What's on your mind today?",
+                                                          hint, template)
     assert trim_to_sentence("One idea. Another idea? And then the model got cut") == "One idea. Another idea?"
