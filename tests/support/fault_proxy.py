@@ -30,6 +30,7 @@ class FaultProxy:
         self.chunk_delay = 0.5  # seconds between chunks in "slow" mode
         self.script = ""  # the answer streamed in "script" mode, word by word, instead of asking the upstream
         self.last_body: dict | None = None  # the last JSON request body seen
+        self.bodies_seen: list[bytes] = []  # every request body, to count what reached this tier
         self.script_tool_call: dict | None = None  # in "script" mode: answer the next request with this call, once
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -85,6 +86,7 @@ class FaultProxy:
             return JSONResponse({"error": {"message": f"injected {status}", "type": "injected",
                                            "param": None, "code": None}}, status_code=status)
         body = await request.body()
+        self.bodies_seen.append(body)
         try:
             self.last_body = json.loads(body) if body else None
         except ValueError:

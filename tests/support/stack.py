@@ -83,6 +83,7 @@ class Platform:
     processes: dict[str, Process]
     internal: dict[str, InternalService]
     redis_url: str = ""
+    ai_env: dict | None = None  # ai_service's environment, to restart it the same way
 
     def create_key(self, name: str, classification: str = "private", rpm: int = 1000, *, role: str = "student",
                    user_id: str | None = None) -> str:
@@ -147,7 +148,7 @@ def start_platform(workdir: Path, redis_url: str, *, local_url: str, local_api_k
     processes = {"ai_service": Process("ai_service", python_module("ai_service"), ai, workdir),
                  "gateway": Process("gateway", python_module("gateway", "serve"), gateway, workdir)}
     platform = Platform(f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{ai_port}", token, gateway, processes,
-                        internal, redis_url)
+                        internal, redis_url, ai)
     try:
         wait_healthy(f"{platform.ai_service_url}/healthz", processes["ai_service"], 60)
         wait_healthy(f"{platform.gateway_url}/healthz", processes["gateway"], 60)
