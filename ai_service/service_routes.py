@@ -61,3 +61,8 @@ async def intents(request: Request, caller: Caller = Depends(gateway_caller)):
 @router.get("/health", include_in_schema=False)
 async def health(request: Request, caller: Caller = Depends(gateway_caller)):
     return await delegate(request, caller, "health")
+
+
+@router.get("/health/status", include_in_schema=False)  # the operators' HTML status page
+async def health_status_page(request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "health")
