@@ -9,12 +9,13 @@ export PATH := $(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup model run test test-unit bench lint help
+.PHONY: setup model run test test-unit test-reliability bench lint help
 
 help:
 	@echo "make run        set up what is missing and start the whole platform (Ctrl-C stops it)"
 	@echo "make test       set up what is missing and run the tests"
 	@echo "make test-unit  only the fast tests (no vLLM)"
+	@echo "make test-reliability  schemathesis on every service and the fault matrix"
 	@echo "make bench      run the benchmarks in bench/"
 
 setup:
@@ -30,6 +31,10 @@ run: model
 
 test: model
 	@$(PY) -m pytest -q --timeout=900 $(PYTEST_ARGS)
+
+# schemathesis on every service's schema and the fault matrix over the real stack (also part of `make test`).
+test-reliability: model
+	@$(PY) -m pytest -q --timeout=900 tests/reliability $(PYTEST_ARGS)
 
 test-unit: setup
 	@$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)

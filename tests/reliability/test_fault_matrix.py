@@ -65,7 +65,7 @@ def fault_stack(vllm_stack, graphrag_url, tmp_path_factory):
     platform = start_platform(
         workdir, redis_url, local_url=local.url, local_api_key=vllm_stack.api_key, cloud_url=cloud.url,
         graphrag_url=graphrag.url,
-        ai_env={"LLM_ENABLE_CLOUD_FALLBACK_NONPROD": "true", "LLM_LOCAL_TIMEOUT_SEC": "6",
+        ai_env={"LLM_ENABLE_CLOUD_FALLBACK_NONPROD": "true", "LLM_LOCAL_TIMEOUT_SEC": "15",
                 "LLM_REQUEST_DEADLINE_SEC": "40", "CIRCUIT_FAILURE_THRESHOLD": "3", "CIRCUIT_RESET_SEC": "2",
                 "GRAPH_RAG_TIMEOUT_SEC": "3"})
     state = {"platform": platform, "redis": redis_proc, "redis_url": redis_url, "local": local, "cloud": cloud,
