@@ -9,7 +9,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup model run test test-unit test-reliability bench lint help
+.PHONY: setup model run test test-unit test-reliability bench lint help smoke
 
 help:
 	@echo "make run        set up what is missing and start the whole platform (Ctrl-C stops it)"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-unit  only the fast tests (no vLLM)"
 	@echo "make test-reliability  schemathesis on every service and the fault matrix"
 	@echo "make bench      run the benchmarks in bench/"
+	@echo "make smoke      the README's curl checks against a running platform (GATEWAY_URL, API_KEY)"
 
 setup:
 	@bash scripts/setup.sh
@@ -35,6 +36,10 @@ test: model
 # schemathesis on every service's schema and the fault matrix over the real stack (also part of `make test`).
 test-reliability: model
 	@$(PY) -m pytest -q --timeout=900 tests/reliability $(PYTEST_ARGS)
+
+# Against a running platform (make run, compose, or GATEWAY_URL=... API_KEY=...): exits 1 on any failure.
+smoke:
+	@python3 scripts/smoke.py
 
 test-unit: setup
 	@$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
