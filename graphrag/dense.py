@@ -254,6 +254,17 @@ def _quantized_minilm(source: Path, cache_dir: Path | None = None) -> Path:
     return target
 
 
+def single_thread_blas() -> None:
+    """Scoring a query is one matrix-vector product: OpenBLAS's threads cost more than they
+    save (5,746 x 384: 2.6 ms with 2 threads, 0.44 ms with 1 on the 2-core machine, and tens of
+    ms when other processes keep both cores busy). For processes that serve queries."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(1, user_api="blas")
+
+
 def single_thread_queries() -> None:
     """A query is one short text: one torch thread encodes it in ~20 ms, while two threads on
     a busy 2-core machine spin against each other and take 10x longer. Call this in processes

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from graphrag import index_store
-from graphrag.dense import Embedder, load_embedder, single_thread_queries
+from graphrag.dense import Embedder, load_embedder, single_thread_blas, single_thread_queries
 from graphrag.retriever import RetrievalConfig, Retriever
 
 log = logging.getLogger("graphrag.service")
@@ -59,6 +59,7 @@ class IndexHolder:
 
     def _load(self) -> LiveIndex:
         index = index_store.load_index(self.index_path)
+        single_thread_blas()
         # The query must be embedded by the model that embedded the chunks: the manifest's, per leg.
         embedders = {name: self._embedder(leg.provider) for name, leg in index.legs().items()}
         return LiveIndex(Retriever(index, None, self.config, embedders=embedders, reranker=self.reranker),
