@@ -39,6 +39,8 @@ class HealthSettings(ServiceSettings):
     def _targets_parse(cls, value: str) -> str:
         from services.health.targets import parse_targets
 
+        if not value.strip():  # HEALTH_TARGETS= (empty) means the standard ports
+            return DEFAULT_TARGETS
         parse_targets(value)  # raises ValueError on a malformed entry
         return value
 
