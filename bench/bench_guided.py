@@ -198,12 +198,14 @@ def report(leaks: list[dict], sessions: list[dict], setup: str) -> str:
                   f"- phrasing over session turns: " + ", ".join(
                       f"{k} {v}" for k, v in collections.Counter(t["phrased_by"] for s in sessions for t in s["turns"]).items()),
                   f"- turn latency p50 {statistics.median(t['seconds'] for s in sessions for t in s['turns']):.1f} s", ""]
-    examples = [r for r in leaks if r["phrased_by"] == "llm"][:2] + [r for r in leaks if r["baseline_leak"]][:2]
+    examples = {r["qid"]: r for r in [r for r in leaks if r["baseline_leak"]][:2]
+                + [r for r in leaks if r["phrased_by"] == "llm"][:1]}
     if examples:
-        lines += ["## Examples", ""]
-        for r in examples:
-            lines += [f"- qid {r['qid']}: guided ({r['move']}, {r['phrased_by']}): “{r['guided_reply'][:200]}” — "
-                      f"baseline: “{r['baseline_reply'][:200]}”"]
+        lines += ["## Examples (first 200 characters)", ""]
+        for r in examples.values():
+            lines += [f"- qid {r['qid']} (answer leaked by the baseline: {'yes' if r['baseline_leak'] else 'no'}): "
+                      f"guided ({r['move']}, phrased by {r['phrased_by']}): “{r['guided_reply'][:200]}” — "
+                      f"baseline: “{r['baseline_reply'][:200]}”".replace("\n", " ")]
         lines.append("")
     return "\n".join(lines)
 

@@ -26,7 +26,7 @@ _ECHO = re.compile(r"(tutor.s message|student said|rephrase|as an ai|system prom
 _SENTENCE_END = re.compile(r"[.!?。！？](?=\s|$)")
 # The model promising or announcing the answer contradicts every move, whatever follows.
 _ANSWER_TALK = re.compile(
-    r"(\bthe (final |correct )?answer( to [^.?!]{0,40})? (is|was|would be)\b|here'?s the (answer|solution)|\bi'?ll (just )?(give|tell) you "
+    r"(\bthe (final |correct )?answer( to [^.!\n]{0,60})? (is|was|would be)\b|here'?s the (answer|solution)|\bi'?ll (just )?(give|tell) you "
     r"the answer|\bi('ll| will) (try to )?solve (it|this) for you|\bsolution is\b|答案是|答案为|我(来)?帮你(写|解|算))", re.I)
 _CONTENT_WORD = re.compile(r"[a-z]{4,}|[\u3400-\u9fff]{2}", re.I)
 _STOP = {"what", "your", "with", "that", "this", "have", "from", "they", "them", "then", "when", "will", "would",
