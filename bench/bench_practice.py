@@ -30,7 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.practice.engines import LlmEngine, LlmUnavailable, RulesEngine, check_in_character  # noqa: E402
+from services.practice.engines import LlmEngine, LlmUnavailable, RulesEngine, _stable_index, check_in_character  # noqa: E402,E501
 from services.practice.personas import DEFAULT_PERSONAS_DIR, load_personas  # noqa: E402
 
 GREETINGS_EN = ["Hi {name}, thanks for coming in.", "Hello {name}, I'm one of the peer tutors.", "Hi there.",
@@ -120,7 +120,7 @@ async def llm_round(personas, ai_url: str, token: str, n: int, concurrency: int,
 
         async def raw_reply(persona, messages, *, caller_headers, session_id=""):
             body = {"model": model, "messages": engine.build_messages(persona, messages), "max_tokens": 60,
-                    "temperature": 0.7, "seed": abs(hash(session_id)) % 2**31}
+                    "temperature": 0.7, "seed": _stable_index(session_id, 2**31)}
             response = await client.post("/v1/chat/completions", json=body,
                                          headers={**caller_headers, "x-data-classification": "private"})
             if response.status_code != 200:
@@ -155,7 +155,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--openings", type=int, default=50, help="scripted openings per persona (max 50)")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--adapter", default="peer", help="adapter family for the llm engine ('' = base model)")
+    parser.add_argument("--adapter", default="peer,", help="adapter families to compare, comma-separated ('' = base)")
     parser.add_argument("--path-requests", type=int, default=10)
     parser.add_argument("--skip-llm", action="store_true")
     parser.add_argument("--cv", action="store_true", help="re-run the cross-validation (several minutes)")
@@ -193,46 +193,51 @@ def main() -> int:
                                    extra_env={"PRACTICE_ENGINE": "rules", "PRACTICE_LLM_BUDGET_SEC": "120"},
                                    timeout=180)
             n = min(args.openings, 50)
-            model, results, elapsed = asyncio.run(llm_round(personas, platform.ai_service_url, INTERNAL_SERVICE_TOKEN,
-                                                            n, args.concurrency, args.adapter))
-            latencies = [r[4] for rows in results.values() for r in rows]
-            out += [f"| llm (through ai_service, {args.concurrency} concurrent) | {pct(latencies, .5):.0f} ms | "
-                    f"{pct(latencies, .95):.0f} ms | {len(latencies)} | model `{model or 'base'}`, max_tokens 60 |"]
+            rounds = []
+            for adapter in args.adapter.split(","):
+                model, results, elapsed = asyncio.run(llm_round(personas, platform.ai_service_url,
+                                                                INTERNAL_SERVICE_TOKEN, n, args.concurrency, adapter))
+                rounds.append((model, results, elapsed))
+                latencies = [r[4] for rows in results.values() for r in rows]
+                out += [f"| llm (through ai_service, {args.concurrency} concurrent) | {pct(latencies, .5):.0f} ms | "
+                        f"{pct(latencies, .95):.0f} ms | {len(latencies)} | model `{model or 'base'}`, max_tokens 60 |"]
+                print(out[-1], flush=True)
             key = platform.create_key("bench", rpm=1_000_000, user_id="bench-trainee")
             for engine in ("rules", "llm"):
                 e50, e95, served = asyncio.run(path_latency(platform.gateway_url, key, engine, args.path_requests))
                 out += [f"| {engine}, whole path gateway -> practice (sequential) | {e50:.0f} ms | {e95:.0f} ms | "
                         f"{len(served)} | served by: {', '.join(f'{s} {served.count(s)}' for s in sorted(set(served)))} |"]
-            out += ["", f"## llm engine in character ({n} scripted openings per persona, two independent attempts each,"
-                    f" {elapsed:.0f} s)", "",
-                    "| persona | lang | in character (1st attempt) | either of 2 (= served by llm after one regeneration)"
-                    " | problem mentioned | no AI talk | language kept | errors |", "|---|---|---|---|---|---|---|---|"]
-            totals = [0, 0, 0, 0, 0, 0, 0]
-            examples = []
-            for pid, rows in results.items():
-                first = [r for r in rows if r[1] == 1]
-                by_opening: dict[str, bool] = {}
-                for r in rows:
-                    by_opening[r[0]] = by_opening.get(r[0], False) or bool(r[2] and r[2].ok)
-                checks = [r[2] for r in first if r[2] is not None]
-                errors = sum(1 for r in rows if r[2] is None)
-                ok1 = sum(1 for c in checks if c.ok)
-                either = sum(by_opening.values())
-                mention = sum(c.mentions_problem for c in checks)
-                no_ai = sum(c.no_ai_talk for c in checks)
-                lang = sum(c.language_kept for c in checks)
-                out.append(f"| {pid} | {personas[pid].language} | {ok1}/{len(first)} | {either}/{len(by_opening)} | "
-                           f"{mention}/{len(first)} | {no_ai}/{len(first)} | {lang}/{len(first)} | {errors} |")
-                for i, v in enumerate((ok1, either, mention, no_ai, lang, len(first), errors)):
-                    totals[i] += v
-                examples += [f"- {pid}: \"{r[0]}\" -> \"{r[3][:160]}\" ({'ok' if r[2] and r[2].ok else r[2].problems if r[2] else 'error'})"
-                             for r in first[:2]]
-            t = totals
-            out += [f"| **all** | | **{t[0]}/{t[5]} ({100 * t[0] / max(t[5], 1):.0f}%)** | **{t[1]}/{t[5]} "
-                    f"({100 * t[1] / max(t[5], 1):.0f}%)** | {t[2]}/{t[5]} | {t[3]}/{t[5]} | {t[4]}/{t[5]} | {t[6]} |",
-                    "", "Replies that fail the check are regenerated once and otherwise served by `rules` with "
-                    "`fallback_reason: out_of_character (...)`, so trainees always get an in-character reply; the "
-                    "table is the model's own rate.", "", "Examples (first attempt):", "", *examples]
+            for model, results, elapsed in rounds:
+                out += ["", f"## llm engine in character, model `{model or 'base'}` ({n} scripted openings per persona, two independent attempts each,"
+                        f" {elapsed:.0f} s)", "",
+                        "| persona | lang | in character (1st attempt) | either of 2 (= served by llm after one regeneration)"
+                        " | problem mentioned | no AI talk | language kept | errors |", "|---|---|---|---|---|---|---|---|"]
+                totals = [0, 0, 0, 0, 0, 0, 0]
+                examples = []
+                for pid, rows in results.items():
+                    first = [r for r in rows if r[1] == 1]
+                    by_opening: dict[str, bool] = {}
+                    for r in rows:
+                        by_opening[r[0]] = by_opening.get(r[0], False) or bool(r[2] and r[2].ok)
+                    checks = [r[2] for r in first if r[2] is not None]
+                    errors = sum(1 for r in rows if r[2] is None)
+                    ok1 = sum(1 for c in checks if c.ok)
+                    either = sum(by_opening.values())
+                    mention = sum(c.mentions_problem for c in checks)
+                    no_ai = sum(c.no_ai_talk for c in checks)
+                    lang = sum(c.language_kept for c in checks)
+                    out.append(f"| {pid} | {personas[pid].language} | {ok1}/{len(first)} | {either}/{len(by_opening)} | "
+                               f"{mention}/{len(first)} | {no_ai}/{len(first)} | {lang}/{len(first)} | {errors} |")
+                    for i, v in enumerate((ok1, either, mention, no_ai, lang, len(first), errors)):
+                        totals[i] += v
+                    examples += [f"- {pid}: \"{r[0]}\" -> \"{r[3][:160]}\" ({'ok' if r[2] and r[2].ok else r[2].problems if r[2] else 'error'})"
+                                 for r in first[:2]]
+                t = totals
+                out += [f"| **all** | | **{t[0]}/{t[5]} ({100 * t[0] / max(t[5], 1):.0f}%)** | **{t[1]}/{t[5]} "
+                        f"({100 * t[1] / max(t[5], 1):.0f}%)** | {t[2]}/{t[5]} | {t[3]}/{t[5]} | {t[4]}/{t[5]} | {t[6]} |",
+                        "", "Replies that fail the check are regenerated once and otherwise served by `rules` with "
+                        "`fallback_reason: out_of_character (...)`, so trainees always get an in-character reply; the "
+                        "table is the model's own rate.", "", "Examples (first attempt):", "", *examples]
         finally:
             if platform:
                 platform.stop()

@@ -53,7 +53,6 @@ def test_roleplay_with_the_rules_engine(stack, practice):
     assert body["engine"] == "rules" and body["engine_assignment"] == "request" and body["fallback_reason"] is None
     assert "Many causes" in body["reply"]["content"] or "many causes" in body["reply"]["content"]
     assert body["feedback"]["turn"]["main"] == "question"
-    assert response.headers["x-tutorstack-practice-engine"] == "rules"
 
 
 def test_roleplay_with_the_llm_engine(stack, practice):
@@ -61,9 +60,10 @@ def test_roleplay_with_the_llm_engine(stack, practice):
     fallback, which must say so. Any other fallback (vLLM unreachable, errors) fails the test."""
     key = stack.key_for("practice-llm", user_id="trainee-llm")
     served = []
-    for opening in ("Hi Maya, what brings you to the writing centre?", "How is the literature review going?",
-                    "Tell me about the deadline."):
-        response = roleplay(stack, key, "maya-procrastination", [opening], engine="llm")
+    for i, opening in enumerate(("Hi Maya, what brings you to the writing centre?",
+                                 "How is the literature review going?", "Tell me about the deadline.")):
+        # fixed session ids: the service derives the sampling seed from them, so runs are repeatable
+        response = roleplay(stack, key, "maya-procrastination", [opening], engine="llm", session_id=f"llm-test-{i}")
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["engine_chosen"] == "llm"

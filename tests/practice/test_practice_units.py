@@ -114,3 +114,70 @@ def test_in_character_check():
     assert "language" in check_in_character(sam, "我很担心抄袭。").problems
     assert "problem_not_mentioned" in check_in_character(sam, "I like biology.", require_problem=True).problems
     assert tidy_reply("Sam: I am worried.\nTutor: why?") == "I am worried."
+
+
+# --- the llm engine against a scripted upstream (httpx.MockTransport): budget, checks, regeneration ---
+import asyncio  # noqa: E402
+
+import httpx  # noqa: E402
+
+from services.practice.engines import LlmEngine, LlmUnavailable  # noqa: E402
+
+
+def scripted_client(replies: list[str], delay: float = 0.0, status: int = 200, models=("SmolLM2", "peer-v1")):
+    calls = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": m} for m in models]})
+        calls.append(request)
+        if delay:
+            await asyncio.sleep(delay)
+        if status != 200:
+            return httpx.Response(status, json={"error": {"code": "upstream_unavailable"}})
+        text = replies[min(len(calls) - 1, len(replies) - 1)]
+        return httpx.Response(200, json={"model": "peer-v1", "choices": [{"message": {"content": text}}]})
+
+    return httpx.AsyncClient(base_url="http://ai", transport=httpx.MockTransport(handler)), calls
+
+
+def run_llm(replies, **kwargs):
+    delay, status = kwargs.pop("delay", 0.0), kwargs.pop("status", 200)
+    models = kwargs.pop("models", ("SmolLM2", "peer-v1"))
+    client, calls = scripted_client(replies, delay, status, models)
+    engine = LlmEngine(client, "token", **kwargs)
+    maya = PERSONAS["maya-procrastination"]
+
+    async def go():
+        try:
+            return await engine.reply(maya, [{"role": "user", "content": "What brings you in?"}], caller_headers={})
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go()), calls
+
+
+def test_llm_engine_returns_an_in_character_reply_with_the_peer_adapter():
+    reply, calls = run_llm(["I keep putting it off and the deadline is Friday."])
+    assert reply.engine == "llm" and reply.attempts == 1
+    sent = calls[0].read().decode()
+    assert '"model":"peer"' in sent.replace(" ", "") and "private" in sent
+
+
+def test_llm_engine_uses_the_base_model_when_no_adapter_is_loaded():
+    reply, calls = run_llm(["I keep putting it off."], models=("SmolLM2",))
+    assert '"model":""' in calls[0].read().decode().replace(" ", "")
+
+
+def test_llm_engine_regenerates_once_then_gives_up_out_of_character():
+    reply, calls = run_llm(["As an AI, I do not procrastinate.", "I keep putting it off."])
+    assert reply.attempts == 2 and len(calls) == 2
+    with pytest.raises(LlmUnavailable, match="out_of_character"):
+        run_llm(["As an AI language model I can help you.", "Here are some tips for your essay!"])
+
+
+def test_llm_engine_budget_and_errors_raise_for_the_fallback():
+    with pytest.raises(LlmUnavailable, match="time_budget_exceeded"):
+        run_llm(["I keep putting it off."], delay=3.0, budget_sec=1.0)
+    with pytest.raises(LlmUnavailable, match=r"llm_error \(503"):
+        run_llm([""], status=503)
