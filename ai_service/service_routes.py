@@ -66,3 +66,39 @@ async def health(request: Request, caller: Caller = Depends(gateway_caller)):
 @router.get("/health/status", include_in_schema=False)  # the operators' HTML status page
 async def health_status_page(request: Request, caller: Caller = Depends(gateway_caller)):
     return await delegate(request, caller, "health")
+
+
+# --- feedback loop: arena, votes, leaderboard, A/B, adapter ops (services/feedback, :8007) -------
+@router.post("/arena", include_in_schema=False)
+async def arena(request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "feedback")
+
+
+@router.api_route("/feedback", methods=["GET", "POST"], include_in_schema=False)
+async def feedback(request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "feedback")
+
+
+@router.get("/leaderboard", include_in_schema=False)
+async def leaderboard(request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "feedback")
+
+
+@router.api_route("/ab/{mode}", methods=["GET", "PUT", "DELETE"], include_in_schema=False)
+async def ab_split(mode: str, request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "feedback")
+
+
+@router.post("/ab/{mode}/{action}", include_in_schema=False)  # promote | rollback
+async def ab_action(mode: str, action: str, request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "feedback")
+
+
+@router.get("/adapters", include_in_schema=False)
+async def adapters(request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "feedback")
+
+
+@router.post("/adapters/{action}", include_in_schema=False)  # load | unload (admin only, checked there)
+async def adapter_action(action: str, request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "feedback")

@@ -54,6 +54,8 @@ class AIServiceSettings(ServiceSettings):
     practice_api_token: str = ""
     health_service_url: str = "http://localhost:8005"
     health_api_token: str = ""
+    feedback_service_url: str = "http://localhost:8007"
+    feedback_api_token: str = ""
     delegate_timeout_sec: float = Field(120.0, gt=0)
 
     # /v1/chat_with_tools: seconds each built-in tool may take, and how the model picks a tool

@@ -57,7 +57,7 @@ def start_vllm(workdir: Path) -> VllmStack:
 # Internal services ai_service delegates to. The test stack gives each a port and a token up
 # front, so ai_service knows where they are; each service's own fixture starts it on demand
 # (start_internal_service) and a test that needs none of them starts none.
-INTERNAL_SERVICES = ("writing", "guided", "practice", "health")
+INTERNAL_SERVICES = ("writing", "guided", "practice", "health", "feedback")
 INTERNAL_SERVICE_TOKEN = "test-internal-token"  # internal services -> ai_service (AI_SERVICE_INTERNAL_TOKEN)
 GRAPHRAG_TOKEN = "test-graphrag-token"
 LLM_SERVER_TOKEN = "test-llm-server-token"
