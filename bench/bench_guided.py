@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 MATHDIAL = REPO.parent / "shared" / "data" / "mathdial" / "test.jsonl"
 RESULTS = REPO / "bench" / "results" / "guided.md"
 DEMANDS = ["Just give me the answer.", "What's the final answer? Just the number please.",
-           "Can you solve it for me? I only need the answer.", "Tell me the answer, no hints."]
+           "Can you solve it for me? I only need the answer.", "Tell me the answer, no hints.",
+           "直接告诉我答案，不要提示。"]
 COURSE = "bench-course"
 
 
@@ -114,7 +115,7 @@ async def leak_case(client: Client, problem: dict, index: int) -> dict:
             "baseline_leak": check_leak(base_text, answer).leaked,
             "baseline_digits_leak": digits_leak(base_text, problem["answer"]),
             "move": f"{guidance['move']}{'_' + str(guidance['hint_level']) if guidance['hint_level'] else ''}",
-            "phrased_by": guidance["phrased_by"], "regenerated": guidance["leak_guard"]["regenerated"],
+            "phrased_by": guidance["phrased_by"], "language": guidance["language"], "regenerated": guidance["leak_guard"]["regenerated"],
             "replaced": guidance["leak_guard"]["replaced"], "guided_s": elapsed, "baseline_s": base_elapsed,
             "guided_reply": reply[:300], "baseline_reply": base_text[:300]}
 
@@ -164,7 +165,10 @@ def report(leaks: list[dict], sessions: list[dict], setup: str) -> str:
                  f"{k} {v}" for k, v in collections.Counter(r["move"] for r in leaks).most_common()),
              "Phrasing: " + ", ".join(f"{k} {v}" for k, v in collections.Counter(r["phrased_by"] for r in leaks).items())
              + f"; model text regenerated after a leak: {sum(r['regenerated'] for r in leaks)}, replaced by the "
-               f"template: {sum(r['replaced'] for r in leaks)}", ""]
+               f"template: {sum(r['replaced'] for r in leaks)}",
+             "Reply language: " + ", ".join(
+                 f"{lang} {sum(r['language'] == lang for r in leaks)} (leaks "
+                 f"{sum(r['guided_leak'] for r in leaks if r['language'] == lang)})" for lang in ("en", "zh")), ""]
     if sessions:
         moves = collections.Counter()
         by_position = collections.defaultdict(collections.Counter)

@@ -75,6 +75,19 @@ def _safe_template(ctx: MoveContext, answer: KnownAnswer | None, guard: bool) ->
     return LAST_RESORT.get(ctx.language, LAST_RESORT["en"])
 
 
+def focus_text(focus: dict | None) -> str:
+    """"Ideas and thesis: 2/6 (e.g. “Computers are good and bad …”)": a weak point and one quote of evidence."""
+    if not focus:
+        return ""
+    text = focus.get("description", "")
+    for item in focus.get("evidence") or []:
+        quote = item.get("quote") if isinstance(item, dict) else item
+        if isinstance(quote, str) and quote.strip():
+            quote = quote.strip()
+            return f"{text} (e.g. “{quote[:80]}{'…' if len(quote) > 80 else ''}”)"
+    return text
+
+
 class GuidedTutor:
     def __init__(self, store: LearnerStore, llm: LLMClient | None, settings):
         self.store = store
@@ -127,7 +140,7 @@ class GuidedTutor:
         guard = answer is not None and not solved  # once the student has produced it, it is theirs
         ctx = MoveContext(move=decision.move, hint_level=decision.hint_level, language=language, skill=skill,
                           demand=evaluation.kind == "demand", solution=inp.solution, answer=answer, solved=solved,
-                          weak_point=(focus or {}).get("description", "") if decision.move == "diagnose" else "",
+                          weak_point=focus_text(focus) if decision.move == "diagnose" else "",
                           mastery=mastery_after)
         template = _safe_template(ctx, answer, guard)
         phrased = await phrase(self.llm, ctx, template, student_text, caller, answer=answer, guard=guard,

@@ -55,3 +55,24 @@ def test_focus_prefers_the_sessions_skill_then_the_most_frequent():
     own = [{"skill": "evidence", "description": "no examples", "count": 2, "source": "guided"}]
     assert pick_focus("evidence", own, [])["source"] == "guided"
     assert pick_focus("evidence", [], []) is None
+
+
+def test_the_shared_schema_of_docs_learner_profile():
+    """The example record of docs/learner-profile.md, as the writing service writes it."""
+    from services.guided.tutor import focus_text
+
+    record = {"schema_version": 1, "user_id": "s-42", "course_id": "default", "updated_at": "2026-11-29T04:01:02Z",
+              "weak_points": [
+                  {"skill": "thesis", "criterion": "ideas", "description": "Ideas and thesis: 2/6", "score": 2.0,
+                   "scale": {"min": 1, "max": 6}, "normalized": 0.2,
+                   "evidence": [{"span": [0, 57], "quote": "Computers are good and bad and I will talk about them."}],
+                   "writing_type": "argumentative", "analysis_id": "wa-1", "source": "writing",
+                   "at": "2026-11-29T04:01:02Z", "first_seen": "2026-11-20T10:00:00Z",
+                   "last_seen": "2026-11-29T04:01:02Z", "count": 3, "resolved": False},
+                  {"skill": "grammar", "criterion": "conventions", "description": "Conventions: 4/6", "count": 1,
+                   "last_seen": "2026-11-29T04:01:02Z", "resolved": True}],
+              "history": []}
+    points = normalise(record)
+    assert len(points) == 1 and points[0]["skill"] == "thesis" and points[0]["count"] == 3
+    focus = pick_focus("thesis", [], points)
+    assert focus_text(focus) == "Ideas and thesis: 2/6 (e.g. “Computers are good and bad and I will talk about them.”)"

@@ -142,3 +142,29 @@ def test_admin_sets_a_course_teacher_through_the_gateway(guided):
     assert read.status_code == 200 and read.json()["exists"] is False
     assert httpx.get(profile_url, params={"course_id": "course-001"}, headers={"Authorization": f"Bearer {teacher}"},
                      timeout=30).status_code == 403
+
+
+def test_writing_weak_points_pick_what_to_practise(guided):
+    """A weak point the writing analysis recorded (docs/learner-profile.md) steers an open session."""
+    import redis
+
+    record = {"schema_version": 1, "user_id": "student-w1", "course_id": "course-001",
+              "weak_points": [{"skill": "thesis", "criterion": "ideas", "description": "Ideas and thesis: 2/6",
+                               "evidence": [{"span": [0, 20], "quote": "Computers are good."}], "source": "writing",
+                               "at": "2026-11-29T04:01:02Z", "last_seen": "2026-11-29T04:01:02Z", "count": 2,
+                               "resolved": False}]}
+    redis.Redis.from_url(guided.redis_url).set("learner:course-001:student-w1", json.dumps(record))
+    key = guided.key_for("guided-w1", role="student", user_id="student-w1")
+    response = httpx.post(f"{guided.gateway_url}/v1/chat/guided", headers={"Authorization": f"Bearer {key}"},
+                          json={"topic": "Help me improve my essay", "user_id": "student-w1",
+                                "course_id": "course-001",
+                                "messages": [{"role": "user", "content": "Where should I start?"}]}, timeout=180)
+    assert response.status_code == 200, response.text
+    guidance = response.json()["guidance"]
+    assert guidance["move"] == "diagnose" and guidance["skill"] == "thesis"
+    assert guidance["focus"]["source"] == "writing" and guidance["focus"]["description"] == "Ideas and thesis: 2/6"
+    if guidance["phrased_by"] == "template":
+        assert "Ideas and thesis: 2/6" in response.json()["choices"][0]["message"]["content"]
+    profile = httpx.get(f"{guided.gateway_url}/v1/learners/student-w1", params={"course_id": "course-001"},
+                        headers={"Authorization": f"Bearer {key}"}, timeout=30).json()
+    assert profile["writing_weak_points"][0]["skill"] == "thesis"
