@@ -59,23 +59,36 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def classifier_latency(n: int = 200) -> tuple[float, float, int]:
+def classifier_latency(n: int = 200, threads: int = 1) -> dict:
+    """Wall and CPU time per utterance, one utterance per call (the role-play case)."""
     import pandas as pd
     import torch
 
     from services.practice.intents import Embedder, IntentClassifier
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     data = pd.read_csv(ROOT.parent / "shared/data/annomi/AnnoMI-simple.csv")
     texts = data[data.interlocutor == "therapist"].utterance_text.sample(n, random_state=0).tolist()
-    clf = IntentClassifier(embedder=Embedder(threads=2))
+    clf = IntentClassifier(embedder=Embedder(threads=threads))
     clf.warm_up()
-    times = []
+    wall, cpu = [], []
     for text in texts:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         clf.classify([text])
-        times.append((time.perf_counter() - started) * 1000)
-    return pct(times, 0.5), pct(times, 0.95), n
+        wall.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - started_cpu) * 1000)
+    return {"threads": threads, "n": n, "p50": pct(wall, 0.5), "p95": pct(wall, 0.95), "cpu_p50": pct(cpu, 0.5),
+            "cpu_p95": pct(cpu, 0.95), "load": os.getloadavg()[0]}
+
+
+def latency_lines() -> list[str]:
+    lines = ["| torch threads | wall p50 | wall p95 | CPU time p50 | CPU time p95 | n | load average (1 min) |",
+             "|---|---|---|---|---|---|---|"]
+    for threads in (1, 2):
+        r = classifier_latency(threads=threads)
+        lines.append(f"| {threads} | {r['p50']:.1f} ms | {r['p95']:.1f} ms | {r['cpu_p50']:.1f} ms | "
+                     f"{r['cpu_p95']:.1f} ms | {r['n']} | {r['load']:.1f} |")
+    return lines
 
 
 def rules_latency(personas) -> tuple[float, float, int]:
@@ -158,6 +171,7 @@ def main() -> int:
     parser.add_argument("--adapter", default="peer,", help="adapter families to compare, comma-separated ('' = base)")
     parser.add_argument("--path-requests", type=int, default=10)
     parser.add_argument("--skip-llm", action="store_true")
+    parser.add_argument("--latency-only", action="store_true", help="only the classifier latency table")
     parser.add_argument("--cv", action="store_true", help="re-run the cross-validation (several minutes)")
     args = parser.parse_args()
     personas = load_personas(DEFAULT_PERSONAS_DIR)
@@ -171,9 +185,12 @@ def main() -> int:
     report = ROOT / "bench/results/practice_intents.md"
     out += ["## Intent classifier (transcript-grouped cross-validation)", "",
             report.read_text().split("\n", 4)[-1].strip() if report.exists() else "(run with --cv)", ""]
-    p50, p95, n = classifier_latency()
-    out += [f"Latency per utterance (one per call, torch on 2 threads, {n} AnnoMI utterances): "
-            f"p50 {p50:.1f} ms, p95 {p95:.1f} ms.", ""]
+    out += ["Classifier latency per utterance (one utterance per call, AnnoMI therapist utterances, MiniLM "
+            "embedding + linear head; CPU time is what the call costs, wall time includes waiting for a core on "
+            "this shared 2-core machine):", "", *latency_lines(), ""]
+    if args.latency_only:
+        print("\n".join(out))
+        return 0
     r50, r95, rn = rules_latency(personas)
     out += ["## Reply engines", "", "| engine | p50 | p95 | n | note |", "|---|---|---|---|---|",
             f"| rules (in process) | {r50:.3f} ms | {r95:.3f} ms | {rn} | keyword intent + template |"]

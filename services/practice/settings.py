@@ -44,7 +44,9 @@ class PracticeSettings(ServiceSettings):
     # Sessions kept per trainee (newest first) and for how long.
     sessions_per_user: int = Field(default=200, ge=1, validation_alias="PRACTICE_SESSIONS_PER_USER")
     session_ttl_days: int = Field(default=180, ge=1, validation_alias="PRACTICE_SESSION_TTL_DAYS")
-    torch_threads: int = Field(default=2, ge=1, validation_alias="PRACTICE_TORCH_THREADS")
+    # One intra-op thread: a single utterance gains nothing from two, and on a host shared with vLLM two
+    # threads contend for the cores (measured: bench/results/practice.md).
+    torch_threads: int = Field(default=1, ge=1, validation_alias="PRACTICE_TORCH_THREADS")
 
     @model_validator(mode="after")
     def _token_outside_dev(self) -> "PracticeSettings":
