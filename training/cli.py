@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=["sft", "dpo"], default="sft")
     _add_train_args(p)
     p.add_argument("--sft-adapter")
+
+    from training.loop import add_loop_parsers  # prefs export, loop, cpt (the feedback loop)
+
+    add_loop_parsers(sub)
     return parser
 
 
@@ -229,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         for path in export(_train_config(args, args.stage), args.to, args.out_dir):
             print(f"wrote {path}")
         return 0
+    if command in ("prefs", "loop", "cpt"):
+        from training.loop import run_loop_command
+
+        return run_loop_command(args)
     return 2
 
 

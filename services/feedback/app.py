@@ -149,7 +149,7 @@ class Feedback:
             await self.llm_call("POST", "/v1/adapters/unload", {"name": name})
             return True
         except OpenAIError as exc:
-            if exc.status_code == 404:
+            if exc.status == 404:
                 return False
             raise
 
