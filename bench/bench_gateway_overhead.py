@@ -1,115 +1,331 @@
-"""Gateway + ai_service overhead versus calling the upstream directly.
+"""Gateway + ai_service overhead versus calling the upstream directly, and LiteLLM's proxy beside them.
 
-A fast stub upstream answers instantly, so the difference is the platform's own cost:
-auth (Redis), rate limit (Redis), request ids, routing, two extra HTTP hops.
-Measures requests/s and p50/p99 latency (non-streamed) and time to first token (streamed)
-at 1, 16 and 64 concurrent clients, and prints a table with ratios.
+A fast stub upstream answers instantly, so the difference is the platform's own cost: path check,
+API key + rate limit (one Redis round trip), request ids, routing, two extra HTTP hops.
+Measures requests/s and p50/p99 latency (non-streamed) and time to first byte of the stream
+(streamed) at 1, 16 and 64 concurrent clients, for three targets in one run:
+the stub directly, tutorstack (gateway -> ai_service -> stub), and LiteLLM's proxy (one worker,
+master key, -> stub) when its virtualenv exists ($TUTORSTACK_HOME/venv-litellm; skipped with a
+message otherwise; `--setup-litellm` creates it with pip install 'litellm[proxy]').
 
-    python bench/bench_gateway_overhead.py [--requests 400]
+The load generator is a small raw-socket HTTP/1.1 keep-alive client on uvloop (no httpx), so it
+takes as little of the machine's CPU as possible.
+
+    python bench/bench_gateway_overhead.py [--requests 2000] [--gateway-workers 1]
+    python bench/bench_gateway_overhead.py --soak 60       # 64 clients for 60 s: errors and RSS start/end
+    python bench/bench_gateway_overhead.py --profile       # py-spy on gateway and ai_service at 16 clients
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.processes import Process, free_port, start_redis, wait_healthy  # noqa: E402
-from tests.support.stack import start_platform  # noqa: E402
+from tests.support.stack import start_platform, tutorstack_home  # noqa: E402
 
-BODY = {"model": "stub", "messages": [{"role": "user", "content": "What is a thesis?"}], "max_tokens": 16}
+BODY = b'{"model":"stub","messages":[{"role":"user","content":"What is a thesis?"}],"max_tokens":16}'
+STREAM_BODY = BODY[:-1] + b',"stream":true}'
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
-async def run_load(url: str, headers: dict, concurrency: int, total: int, stream: bool) -> dict:
+# --- load generator ------------------------------------------------------------------------------
+
+def _request_bytes(host: str, port: int, path: str, headers: dict, body: bytes) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection; reads a response framed by content-length or chunked."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def open(self):
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def request(self, raw: bytes) -> tuple[int, float]:
+        """Send; returns (status, seconds to the first body byte) after reading the whole response."""
+        if self.writer is None:
+            await self.open()
+        started = time.perf_counter()
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        lowered = head.lower()
+        first = None
+        if b"content-length:" in lowered:
+            length = int(lowered.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+            await self.reader.readexactly(length)
+            first = time.perf_counter() - started
+        else:  # chunked
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+                if first is None:
+                    first = time.perf_counter() - started
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        if b"connection: close" in lowered:
+            self.writer.close()
+            self.writer = None
+        return status, first
+
+
+async def run_load(port: int, path: str, headers: dict, concurrency: int, *, total: int = 0, duration: float = 0,
+                   stream: bool = False) -> dict:
+    raw = _request_bytes("127.0.0.1", port, path, headers, STREAM_BODY if stream else BODY)
     latencies: list[float] = []
+    firsts: list[float] = []
+    statuses: collections.Counter = collections.Counter()
     errors = 0
     remaining = total
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        async def worker():
-            nonlocal remaining, errors
-            while remaining > 0:
-                remaining -= 1
-                started = time.perf_counter()
-                try:
-                    if stream:
-                        async with client.stream("POST", url, json={**BODY, "stream": True}, headers=headers) as resp:
-                            first = None
-                            async for _ in resp.aiter_raw():
-                                if first is None:
-                                    first = time.perf_counter() - started  # time to first token
-                            ok = resp.status_code == 200
-                        latencies.append(first or 0.0)
-                    else:
-                        resp = await client.post(url, json=BODY, headers=headers)
-                        ok = resp.status_code == 200
-                        latencies.append(time.perf_counter() - started)
-                    errors += 0 if ok else 1
-                except httpx.HTTPError:
-                    errors += 1
+    deadline = time.perf_counter() + duration if duration else None
+    conns = [Conn("127.0.0.1", port) for _ in range(concurrency)]
+    for conn in conns:  # warm-up: connections and caches
+        await conn.request(raw)
 
-        # warm-up: connections and caches
-        await asyncio.gather(*(client.post(url, json=BODY, headers=headers) for _ in range(min(concurrency, 8))))
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50": statistics.median(latencies) * 1000,
-        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-        "errors": errors,
-    }
+    async def worker(conn: Conn):
+        nonlocal remaining, errors
+        while (remaining > 0) if deadline is None else (time.perf_counter() < deadline):
+            remaining -= 1
+            started = time.perf_counter()
+            try:
+                status, first = await conn.request(raw)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                errors += 1
+                conn.writer = None
+                continue
+            latencies.append(time.perf_counter() - started)
+            firsts.append(first)
+            statuses[status] += 1
+            errors += 0 if status == 200 else 1
 
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns))
+    elapsed = time.perf_counter() - started
+    for conn in conns:
+        if conn.writer is not None:
+            conn.writer.close()
+    measured = sorted(firsts if stream else latencies) or [0.0]
+    return {"rps": len(latencies) / elapsed, "p50": statistics.median(measured) * 1000,
+            "p99": measured[min(len(measured) - 1, int(len(measured) * 0.99))] * 1000, "errors": errors,
+            "n": len(latencies), "statuses": dict(statuses)}
+
+
+def load(*args, **kwargs) -> dict:
+    try:
+        import uvloop
+        return uvloop.run(run_load(*args, **kwargs))
+    except ImportError:
+        return asyncio.run(run_load(*args, **kwargs))
+
+
+# --- LiteLLM ---------------------------------------------------------------------------------------
+
+def litellm_venv() -> Path:
+    return tutorstack_home() / "venv-litellm"
+
+
+def setup_litellm() -> None:
+    venv = litellm_venv()
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True)
+
+
+def start_litellm(workdir: Path, stub_url: str) -> tuple[Process, int, str] | None:
+    litellm = litellm_venv() / "bin" / "litellm"
+    if not litellm.exists():
+        print(f"LiteLLM skipped: {litellm} not found (python bench/bench_gateway_overhead.py --setup-litellm)")
+        return None
+    port, master = free_port(), "sk-bench-master"
+    config = workdir / "litellm.yaml"
+    config.write_text(f"""model_list:
+  - model_name: stub
+    litellm_params: {{model: openai/stub, api_base: "{stub_url}/v1", api_key: stub}}
+general_settings: {{master_key: {master}}}
+litellm_settings: {{set_verbose: false, telemetry: false}}
+""")
+    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"}
+    env.pop("DATABASE_URL", None)
+    proc = Process("litellm", [str(litellm), "--config", str(config), "--port", str(port), "--host", "127.0.0.1",
+                               "--num_workers", "1"], env, workdir)
+    wait_healthy(f"http://127.0.0.1:{port}/health/liveliness", proc, 180)
+    return proc, port, master
+
+
+# --- processes and profiles -----------------------------------------------------------------------
+
+def rss_mb(proc: Process) -> float:
+    import psutil
+
+    root = psutil.Process(proc.popen.pid)
+    total = 0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def profile_top(raw_file: Path, top: int = 15) -> list[str]:
+    """Top functions by inclusive and self samples from py-spy's collapsed stacks."""
+    inclusive: collections.Counter = collections.Counter()
+    own: collections.Counter = collections.Counter()
+    total = 0
+    for line in raw_file.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        for frame in set(frames):
+            inclusive[frame] += n
+        own[frames[-1]] += n
+    out = [f"  samples: {total}", "  self (top):"]
+    out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    out += ["  inclusive (top, below the event loop):"]
+    skip = ("<module>", "run (", "run_until_complete", "run_forever", "_run_once", "_run (", "serve", "main (",
+            "startup", "run_module", "_run_code", "<lambda>")
+    shown = [(f, n) for f, n in inclusive.most_common(80) if not any(s in f for s in skip)][:top]
+    out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in shown]
+    return out
+
+
+def py_spy(pid: int, seconds: int, out: Path) -> subprocess.Popen | None:
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        print("py-spy not installed (pip install py-spy): no profile")
+        return None
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
+                             "--format", "raw", "--subprocesses", "--nonblocking", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# --- main -------------------------------------------------------------------------------------------
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=400, help="requests per cell")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per cell")
     parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--gateway-workers", type=int, default=1, help="GATEWAY_WORKERS for the gateway")
+    parser.add_argument("--no-stream", action="store_true", help="skip the streamed rows")
+    parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--setup-litellm", action="store_true", help="create the LiteLLM virtualenv, then exit")
+    parser.add_argument("--soak", type=float, default=0, help="only a soak: 64 clients for this many seconds")
+    parser.add_argument("--profile", action="store_true", help="only profile gateway and ai_service at 16 clients")
+    parser.add_argument("--output", default="gateway_overhead", help="bench/results/<output>.md")
     args = parser.parse_args()
+    if args.setup_litellm:
+        setup_litellm()
+        return
     workdir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     procs: list[Process] = []
+    lines: list[str] = []
+
+    def say(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
+
     try:
         redis_proc, redis_url = start_redis(workdir)
         procs.append(redis_proc)
         stub_port = free_port()
         stub = Process("stub", [sys.executable, "-m", "uvicorn", "bench.stub_upstream:app", "--port", str(stub_port),
-                                "--log-level", "warning", "--no-access-log"], dict(os.environ), workdir)
+                                "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
+                       dict(os.environ), workdir)
         procs.append(stub)
         wait_healthy(f"http://127.0.0.1:{stub_port}/v1/models", stub, 30)
         platform = start_platform(workdir, redis_url, local_url=f"http://127.0.0.1:{stub_port}", local_api_key="stub",
                                   ai_env={"LLM_MODEL_LOCAL": "stub", "LOG_LEVEL": "WARNING"},
-                                  gateway_env={"LOG_LEVEL": "WARNING"})
+                                  gateway_env={"LOG_LEVEL": "WARNING", "GATEWAY_WORKERS": str(args.gateway_workers)})
         procs.extend(platform.processes.values())
         key = platform.create_key("bench", rpm=10_000_000)
-        direct = (f"http://127.0.0.1:{stub_port}/v1/chat/completions", {})
-        through_platform = (f"{platform.gateway_url}/v1/chat/completions", {"authorization": f"Bearer {key}"})
+        gateway_port = int(platform.gateway_url.rsplit(":", 1)[1])
+        path = "/v1/chat/completions"
+        targets = {"direct": (stub_port, path, {}),
+                   "tutorstack": (gateway_port, path, {"Authorization": f"Bearer {key}"})}
+        cores = os.cpu_count()
+        machine = f"{cores} CPU cores, load generator on the same machine, gateway workers {args.gateway_workers}"
 
+        if args.profile:
+            seconds = 20
+            spies = {name: (py_spy(platform.processes[name].popen.pid, seconds, workdir / f"{name}.txt"),
+                            workdir / f"{name}.txt") for name in ("gateway", "ai_service")}
+            time.sleep(1)
+            result = load(*targets["tutorstack"], 16, duration=seconds - 2)
+            for spy, _ in spies.values():
+                if spy:
+                    spy.wait(timeout=60)
+            say(f"## Profile at 16 clients, {seconds - 2} s ({machine})\n")
+            say(f"tutorstack: {result['rps']:.0f} req/s, p50 {result['p50']:.1f} ms, errors {result['errors']}\n")
+            for name, (spy, out) in spies.items():
+                if spy and out.exists():
+                    say(f"### {name} (py-spy, 250 Hz)\n```")
+                    for line in profile_top(out):
+                        say(line)
+                    say("```")
+            (RESULTS / f"{args.output}_profile.md").write_text("\n".join(lines) + "\n")
+            return
+
+        if args.soak:
+            start_rss = {name: rss_mb(platform.processes[name]) for name in ("gateway", "ai_service")}
+            result = load(*targets["tutorstack"], 64, duration=args.soak)
+            end_rss = {name: rss_mb(platform.processes[name]) for name in ("gateway", "ai_service")}
+            say(f"## Soak: 64 clients for {args.soak:.0f} s through the gateway ({machine})\n")
+            say("| requests | req/s | p50 ms | p99 ms | errors | statuses | gateway RSS start -> end MB "
+                "| ai_service RSS start -> end MB |")
+            say("|---:|---:|---:|---:|---:|---|---|---|")
+            say(f"| {result['n']} | {result['rps']:.0f} | {result['p50']:.1f} | {result['p99']:.1f} "
+                f"| {result['errors']} | {result['statuses']} "
+                f"| {start_rss['gateway']:.0f} -> {end_rss['gateway']:.0f} "
+                f"| {start_rss['ai_service']:.0f} -> {end_rss['ai_service']:.0f} |")
+            (RESULTS / f"{args.output}_soak.md").write_text("\n".join(lines) + "\n")
+            return
+
+        if not args.no_litellm:
+            started = start_litellm(workdir, f"http://127.0.0.1:{stub_port}")
+            if started:
+                lite_proc, lite_port, master = started
+                procs.append(lite_proc)
+                targets["litellm"] = (lite_port, path, {"Authorization": f"Bearer {master}"})
         rows = []
-        for stream in (False, True):
+        for stream in ((False,) if args.no_stream else (False, True)):
             for concurrency in [int(c) for c in args.concurrency.split(",")]:
-                d = asyncio.run(run_load(*direct, concurrency, args.requests, stream))
-                p = asyncio.run(run_load(*through_platform, concurrency, args.requests, stream))
-                rows.append((stream, concurrency, d, p))
-        metric = {False: "latency", True: "TTFT"}
-        print(f"\nGateway + ai_service overhead vs direct upstream ({args.requests} requests per cell, "
-              f"{os.cpu_count()} CPU cores, load generator on the same machine)\n")
-        print(f"| mode | clients | direct req/s | platform req/s | req/s ratio | direct p50 ms | platform p50 ms "
-              f"| added p50 ms | direct p99 ms | platform p99 ms | added p99 ms | errors |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for stream, c, d, p in rows:
-            print(f"| {'stream ' + metric[stream] if stream else 'non-stream ' + metric[stream]} | {c} | {d['rps']:.0f} "
-                  f"| {p['rps']:.0f} | {p['rps'] / d['rps']:.2f} | {d['p50']:.1f} | {p['p50']:.1f} "
-                  f"| {p['p50'] - d['p50']:+.1f} | {d['p99']:.1f} | {p['p99']:.1f} | {p['p99'] - d['p99']:+.1f} "
-                  f"| {d['errors'] + p['errors']} |")
+                cell = {}
+                for name, (port, path, headers) in targets.items():
+                    total = args.requests if name != "litellm" else min(args.requests, 600)
+                    cell[name] = load(port, path, headers, concurrency, total=total, stream=stream)
+                rows.append((stream, concurrency, cell))
+        say(f"## Gateway + ai_service overhead vs the stub upstream ({args.requests} requests per cell, "
+            f"LiteLLM {min(args.requests, 600)}; {machine})\n")
+        say("p50/p99: latency (non-stream) or time to the first body byte (stream); added = target - direct.\n")
+        say("| mode | clients | target | req/s | p50 ms | added p50 ms | p99 ms | added p99 ms | p99/p50 | errors |")
+        say("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        for stream, c, cell in rows:
+            d = cell["direct"]
+            for name, r in cell.items():
+                added50 = "" if name == "direct" else f"{r['p50'] - d['p50']:+.2f}"
+                added99 = "" if name == "direct" else f"{r['p99'] - d['p99']:+.2f}"
+                say(f"| {'stream' if stream else 'non-stream'} | {c} | {name} | {r['rps']:.0f} | {r['p50']:.2f} "
+                    f"| {added50} | {r['p99']:.2f} | {added99} | {r['p99'] / max(r['p50'], 1e-9):.1f} "
+                    f"| {r['errors']} |")
+        (RESULTS / f"{args.output}.md").write_text("\n".join(lines) + "\n")
     finally:
         for proc in reversed(procs):
             proc.stop()

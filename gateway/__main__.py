@@ -11,7 +11,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from gateway.keys import APIKeyStore
+from gateway.keys import APIKeyStore, RecordSigner
 from gateway.settings import GatewaySettings
 
 
@@ -23,9 +23,10 @@ def _settings() -> GatewaySettings:
 
 
 async def _with_store(action):
-    redis = aioredis.from_url(_settings().redis_url)
+    settings = _settings()
+    redis = aioredis.from_url(settings.redis_url)
     try:
-        return await action(APIKeyStore(redis))
+        return await action(APIKeyStore(redis, RecordSigner(settings.key_signing_secret)))
     finally:
         await redis.aclose()
 
@@ -69,11 +70,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         import uvicorn
 
-        from gateway.app import create_app
-
-        settings = _settings()
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                    timeout_graceful_shutdown=5)
+        settings = _settings()  # fail fast, once, on a bad configuration
+        if settings.app_env == "dev" and not os.environ.get("GATEWAY_KEY_SIGNING_SECRET"):
+            # every worker must sign with the same (generated) dev secret
+            os.environ["GATEWAY_KEY_SIGNING_SECRET"] = settings.key_signing_secret
+        # Each worker builds its own app (import-string factory); limits and keys live in Redis,
+        # so they hold across workers.
+        uvicorn.run("gateway.app:create_app_from_env", factory=True, workers=settings.worker_count,
+                    host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=5,
+                    loop="uvloop", http="httptools", backlog=2048)
     elif args.keys_command == "create":
         rpm = args.rpm or _settings().default_rpm
         plain, key = asyncio.run(_with_store(lambda s: s.create(

@@ -5,60 +5,56 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI
+from starlette.routing import Route
 
 from common.app import create_service_app
-from common.errors import OpenAIError
+from common.errors import ERROR_TYPE_BY_STATUS
 from common.http import make_client
-from gateway.keys import APIKey, APIKeyStore
-from gateway.proxy import forward
+from gateway.auth import Gatekeeper
+from gateway.keys import APIKeyStore, RecordSigner
+from gateway.proxy import ProxyEndpoint
 from gateway.ratelimit import RateLimiter
+from gateway.routes import PUBLIC_ROUTES
 from gateway.settings import GatewaySettings
 
-router = APIRouter()
+_DOCS_PATHS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 
 
-def _presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
-    return request.headers.get("x-api-key") or None
-
-
-async def _read_body_within_limit(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise OpenAIError(413, f"Request body is larger than the limit of {limit} bytes.", code="request_too_large")
-    chunks, size = [], 0
-    async for chunk in request.stream():  # also bounds chunked bodies that declare no length
-        size += len(chunk)
-        if size > limit:
-            raise OpenAIError(413, f"Request body is larger than the limit of {limit} bytes.", code="request_too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def authenticate(request: Request) -> APIKey:
-    plain = _presented_key(request)
-    if not plain:
-        raise OpenAIError(401, "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key")
-    key = await request.app.state.keys.lookup(plain)
-    if key is None:
-        raise OpenAIError(401, "Invalid API key.", code="invalid_api_key")
-    return key
-
-
-@router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-async def proxy_v1(request: Request, path: str):
-    state = request.app.state
-    key = await authenticate(request)
-    decision = await state.limiter.hit(key.id, key.rpm)
-    if not decision.allowed:
-        raise OpenAIError(429, f"Rate limit of {key.rpm} requests per minute reached for this key.",
-                          code="rate_limit_exceeded",
-                          headers={**decision.headers(), "retry-after": str(decision.reset_sec)})
-    body = await _read_body_within_limit(request, state.settings.max_body_bytes)
-    return await forward(request, body, key, state.client, state.settings.ai_gateway_shared_token, decision.headers())
+def public_openapi(app: FastAPI) -> dict:
+    """An OpenAPI document of the public routes (the gateway forwards these and nothing else).
+    Request and response bodies are those of ai_service and the services behind it."""
+    error = {"description": "OpenAI-shaped error", "content": {"application/json": {"schema": {
+        "$ref": "#/components/schemas/Error"}}}}
+    paths: dict = {}
+    for route in PUBLIC_ROUTES:
+        params = [{"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
+                  for part in route.path.split("/") if part.startswith("{")]
+        for method in route.methods:
+            operation = {
+                "summary": route.summary,
+                "security": [{"apiKey": []}],
+                "parameters": params,
+                "responses": {"200": {"description": "The service's answer"},
+                              **{str(s): error for s in (400, 401, 404, 413, 422, 429, 502, 503, 504)}},
+            }
+            if method in ("POST", "PUT", "PATCH"):
+                operation["requestBody"] = {"required": True, "content": {"application/json": {
+                    "schema": {"type": "object"}}}}
+            paths.setdefault(route.path, {})[method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tutorstack API", "version": "1",
+                 "description": "OpenAI-compatible tutoring API. Send `Authorization: Bearer <API key>`."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                "message": {"type": "string"}, "type": {"type": "string", "enum": sorted(set(
+                    ERROR_TYPE_BY_STATUS.values()))}, "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]}}}}}},
+        },
+    }
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -71,10 +67,19 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         await app.state.redis.aclose()
 
     app = create_service_app("gateway", settings, lifespan=lifespan)
+    app.router.redirect_slashes = False  # /v1/models/ is not a route: 404, not a redirect
+    if settings.expose_docs:
+        schema = public_openapi(app)
+        app.openapi = lambda: schema
+    else:
+        app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in _DOCS_PATHS]
+        app.openapi_url = app.docs_url = app.redoc_url = None
     app.state.redis = aioredis.from_url(settings.redis_url)
-    app.state.keys = APIKeyStore(app.state.redis)
+    app.state.keys = APIKeyStore(app.state.redis, RecordSigner(settings.key_signing_secret))
     app.state.limiter = RateLimiter(app.state.redis)
-    app.state.client = make_client(settings.ai_service_url, settings.upstream_timeout_sec, max_connections=1024)
+    app.state.gatekeeper = Gatekeeper(app.state.redis, app.state.keys)
+    app.state.client = make_client(settings.ai_service_url, settings.upstream_timeout_sec,
+                                   max_connections=settings.upstream_max_connections)
 
     async def redis_ready() -> None:
         await app.state.redis.ping()
@@ -85,5 +90,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             raise RuntimeError(f"ai_service /readyz answered {response.status_code}")
 
     app.state.readiness.required.update({"redis": redis_ready, "ai_service": ai_service_ready})
-    app.include_router(router)
+    for route in PUBLIC_ROUTES:
+        app.router.routes.append(Route(route.path, ProxyEndpoint(route), methods=list(route.methods)))
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The import-string factory uvicorn calls in each worker (`python -m gateway serve`)."""
+    return create_app(GatewaySettings())

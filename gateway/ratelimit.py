@@ -36,12 +36,27 @@ class RateLimiter:
         self.clock = clock
 
     async def hit(self, key_id: str, limit: int) -> RateDecision:
-        now = self.clock()
-        window = int(now // WINDOW_SEC)
-        counter = f"tutorstack:ratelimit:{key_id}:{window}"
+        counter, reset = window_counter(key_id, self.clock())
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(counter)
             pipe.expire(counter, WINDOW_SEC * 2)
             count, _ = await pipe.execute()
-        reset = max(1, int((window + 1) * WINDOW_SEC - now + 0.999))
         return RateDecision(allowed=count <= limit, limit=limit, remaining=max(0, limit - count), reset_sec=reset)
+
+
+# One round trip per request: read the key's record and count the request in the key's window.
+# KEYS[1] the key's record, KEYS[2] the window's counter; ARGV[1] the counter's TTL.
+# Returns nil for an unknown (or revoked) key, which is then not counted.
+AUTH_AND_COUNT_LUA = """
+local record = redis.call('GET', KEYS[1])
+if not record then return false end
+local count = redis.call('INCR', KEYS[2])
+if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+return {record, count}
+"""
+
+
+def window_counter(key_id: str, now: float) -> tuple[str, int]:
+    """The counter of the window `now` falls in, and the seconds until that window resets."""
+    window = int(now // WINDOW_SEC)
+    return f"tutorstack:ratelimit:{key_id}:{window}", max(1, int((window + 1) * WINDOW_SEC - now + 0.999))

@@ -126,7 +126,8 @@ def start_platform(workdir: Path, redis_url: str, *, local_url: str, local_api_k
     token = "test-shared-token"
     ai_port, gateway_port = free_port(), free_port()
     internal = {name: InternalService(name, free_port(), f"test-{name}-token") for name in INTERNAL_SERVICES}
-    common = {**os.environ, "APP_ENV": "test", "AI_GATEWAY_SHARED_TOKEN": token, "REDIS_URL": redis_url}
+    common = {**os.environ, "APP_ENV": "test", "AI_GATEWAY_SHARED_TOKEN": token, "REDIS_URL": redis_url,
+              "GATEWAY_KEY_SIGNING_SECRET": "test-key-signing-secret"}
     ai = {
         **common,
         "AI_SERVICE_INTERNAL_TOKEN": INTERNAL_SERVICE_TOKEN,

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.keys import APIKeyStore, digest
+from gateway.keys import APIKeyStore, RecordSigner, digest
 from gateway.ratelimit import RateLimiter
 
 
@@ -23,7 +23,7 @@ async def _with_redis(url, action):
 
 def test_keys_are_stored_hashed_and_can_be_revoked(redis_url):
     async def scenario(client):
-        store = APIKeyStore(client)
+        store = APIKeyStore(client, RecordSigner("unit-test-secret"))
         plain, key = await store.create("course-101", classification="public", rpm=42)
         assert plain.startswith("ts-") and len(plain) > 40
         raw_values = [await client.get(k) for k in await client.keys("tutorstack:apikeys:*") if k != b"tutorstack:apikeys:index"]
@@ -42,7 +42,7 @@ def test_keys_are_stored_hashed_and_can_be_revoked(redis_url):
 
 def test_key_creation_validates_input(redis_url):
     async def scenario(client):
-        store = APIKeyStore(client)
+        store = APIKeyStore(client, RecordSigner("unit-test-secret"))
         with pytest.raises(ValueError):
             await store.create("x", classification="secret")
         with pytest.raises(ValueError):
