@@ -111,7 +111,7 @@ def _mode(name: str, request: Request) -> tuple[ChatMode, bool]:
 
 async def _mode_chat(body: ModeChatRequest, mode: ChatMode, retrieval_mode: RetrievalMode | None, caller: Caller,
                      chat: ChatEngine, x_data_classification: str | None):
-    adapter = await chat.adapter_for_mode(mode)
+    adapter, ab_variant = await chat.adapter_for_mode(mode, caller.user_id or caller.key_id)
     model = adapter or chat.settings.llm_model_local
     messages = [ChatMessage(role="system", content=mode.system_prompt), *body.messages]
     passages, retrieval = [], None
@@ -138,6 +138,13 @@ async def _mode_chat(body: ModeChatRequest, mode: ChatMode, retrieval_mode: Retr
             served.body, extra["citations"], extra["citations_from"] = cite_completion(served.body, passages)
     headers = chat.response_headers(served, classification)
     headers["x-tutorstack-mode"] = body.mode
+    if mode.adapter:
+        served_adapter = adapter if served.model == adapter else None
+        headers["x-tutorstack-adapter"] = served_adapter or "base"
+        chat.mode_requests.labels(mode.name, served_adapter or "base", ab_variant or "none").inc()
+    if ab_variant:
+        headers["x-tutorstack-ab-variant"] = ab_variant
+        extra["ab_variant"] = ab_variant
     if retrieval is not None:
         headers["x-tutorstack-retrieval"] = retrieval["status"]
     return _respond(served, headers, extra)

@@ -31,7 +31,10 @@ def create_app(settings: AIServiceSettings | None = None) -> FastAPI:
     app.state.modes = load_modes(settings.chat_modes_file)
     retrievals = app.state.metrics.counter(
         "tutorstack_retrievals_total", "Retrievals for RAG chats by mode and outcome", ["mode", "status"])
-    app.state.engine = ChatEngine(settings, build_upstreams(settings, app.state.metrics), retrievals)
+    mode_requests = app.state.metrics.counter(
+        "tutorstack_mode_requests_total", "Chats by mode, the adapter that served them and their A/B arm",
+        ["mode", "adapter", "ab_variant"])
+    app.state.engine = ChatEngine(settings, build_upstreams(settings, app.state.metrics), retrievals, mode_requests)
     engine = app.state.engine
     # The tier the policy depends on must be up; the other one is reported, not required.
     if settings.llm_routing_policy is Policy.CLOUD_ONLY:

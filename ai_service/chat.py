@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from urllib.parse import quote
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 from prometheus_client import Counter
 
 from ai_service.modes import ChatMode, latest_adapter_version
@@ -14,6 +16,7 @@ from ai_service.rag import Passage, RetrievalMode, RetrievalUnavailable, last_us
 from ai_service.routing import RoutingConfig, Tier, effective_classification, plan_route
 from ai_service.settings import AIServiceSettings
 from ai_service.upstreams import Served, UpstreamRouter
+from common.ab import AB_KEY, assign_variant
 from common.auth import SERVICE_TOKEN_HEADER
 from common.errors import OpenAIError
 from common.http import request_id_headers
@@ -21,14 +24,17 @@ from common.logging import get_logger
 from common.protocol import ChatCompletionRequest
 
 MODEL_LIST_TTL_SEC = 5.0
+AB_CACHE_SEC = 1.0
 log = get_logger("ai_service.chat")
 
 
 class ChatEngine:
-    def __init__(self, settings: AIServiceSettings, router: UpstreamRouter, retrievals: Counter):
+    def __init__(self, settings: AIServiceSettings, router: UpstreamRouter, retrievals: Counter,
+                 mode_requests: Counter):
         self.settings = settings
         self.router = router
         self.retrievals = retrievals  # {mode, status}
+        self.mode_requests = mode_requests  # {mode, adapter, ab_variant}
         self._graphrag = httpx.AsyncClient(base_url=settings.graph_rag_url,
                                            timeout=httpx.Timeout(settings.graph_rag_timeout_sec, connect=2.0),
                                            headers={SERVICE_TOKEN_HEADER: settings.graphrag_api_token}
@@ -41,6 +47,8 @@ class ChatEngine:
         )
         self._models: list[dict] = []
         self._models_fetched_at = 0.0
+        self._redis = aioredis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._ab_cache: dict[str, tuple[float, dict | None]] = {}
 
     # --- models -------------------------------------------------------------------
     async def local_models(self, *, fresh: bool = False) -> list[dict]:
@@ -68,10 +76,41 @@ class ChatEngine:
             return requested
         return latest_adapter_version(requested, ids) or requested
 
-    async def adapter_for_mode(self, mode: ChatMode) -> str | None:
+    async def adapter_for_mode(self, mode: ChatMode, subject: str = "") -> tuple[str | None, str | None]:
+        """The adapter that serves `mode` for this caller, and its A/B arm (None without a split).
+
+        Without a split: the family's newest loaded version. With one (docs/feedback.md), the
+        caller's sticky arm; an arm whose adapter is not loaded gives way to the other arm."""
         if not mode.adapter:
-            return None
-        return latest_adapter_version(mode.adapter, await self.local_model_ids())
+            return None, None
+        loaded = await self.local_model_ids()
+        split = await self.ab_split(mode.name)
+        if split:
+            variant = assign_variant(mode.name, subject, float(split.get("percent", 0)))
+            order = [variant, "control" if variant == "candidate" else "candidate"]
+            for arm in order:
+                name = split.get(arm)
+                if name == "":
+                    return None, arm  # this arm is the base model
+                if name in loaded:
+                    return name, arm
+        return latest_adapter_version(mode.adapter, loaded), None
+
+    async def ab_split(self, mode_name: str) -> dict | None:
+        """The mode's A/B split from Redis, cached for a second (one Redis read per second, not per
+        request; a change applies within a second). Redis down: no split, the chat still answers."""
+        now = time.monotonic()
+        cached = self._ab_cache.get(mode_name)
+        if cached and now - cached[0] < AB_CACHE_SEC:
+            return cached[1]
+        split = None
+        try:
+            raw = await self._redis.get(AB_KEY.format(mode=mode_name))
+            split = json.loads(raw) if raw else None
+        except Exception as exc:  # the split is an experiment; losing it for a moment must not fail chats
+            log.warning("A/B split unreadable", extra={"mode": mode_name, "error": repr(exc)[:200]})
+        self._ab_cache[mode_name] = (now, split if isinstance(split, dict) else None)
+        return self._ab_cache[mode_name][1]
 
     # --- classification and routing ---------------------------------------------------
     @staticmethod
@@ -118,6 +157,7 @@ class ChatEngine:
         response.raise_for_status()
 
     async def aclose(self) -> None:
+        await self._redis.aclose()
         await self._graphrag.aclose()
         await self.router.aclose()
 
