@@ -238,20 +238,27 @@ def own_stack(workdir: Path):
     from tests.support.processes import python_module, start_redis
     from tests.support.stack import start_internal_service, start_platform, start_vllm
 
-    redis_proc, redis_url = start_redis(workdir)
-    vllm = start_vllm(workdir)
-    platform = start_platform(workdir, redis_url, local_url=vllm.vllm_url, local_api_key=vllm.api_key)
-    courses = workdir / "courses.json"
-    courses.write_text(json.dumps({COURSE: {"teachers": ["bench-teacher"]}}))
-    start_internal_service(platform, "guided", python_module("services.guided"), workdir,
-                           extra_env={"GUIDED_COURSES_FILE": str(courses), "GUIDED_LLM_TIMEOUT_SEC": "120"})
-    key = platform.create_key("bench-guided", "private", rpm=100000, role="teacher", user_id="bench-teacher")
+    started = []  # stopped in reverse order, also when a later start fails
 
     def stop():
-        platform.stop()
-        vllm.process.stop(timeout=30)
-        redis_proc.stop()
+        for thing in reversed(started):
+            thing()
 
+    try:
+        redis_proc, redis_url = start_redis(workdir)
+        started.append(redis_proc.stop)
+        vllm = start_vllm(workdir)
+        started.append(lambda: vllm.process.stop(timeout=30))
+        platform = start_platform(workdir, redis_url, local_url=vllm.vllm_url, local_api_key=vllm.api_key)
+        started.append(platform.stop)
+        courses = workdir / "courses.json"
+        courses.write_text(json.dumps({COURSE: {"teachers": ["bench-teacher"]}}))
+        start_internal_service(platform, "guided", python_module("services.guided"), workdir,
+                               extra_env={"GUIDED_COURSES_FILE": str(courses), "GUIDED_LLM_TIMEOUT_SEC": "120"})
+        key = platform.create_key("bench-guided", "private", rpm=100000, role="teacher", user_id="bench-teacher")
+    except BaseException:
+        stop()
+        raise
     return platform.gateway_url, key, stop
 
 

@@ -11,10 +11,11 @@ import uuid
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from redis.exceptions import RedisError
 
 from common.app import create_service_app
 from common.auth import Caller, require_service_token
-from common.errors import OpenAIError
+from common.errors import OpenAIError, error_body_for_status
 from common.logging import get_logger
 from services.guided.access import can_correct_profile, can_read_profile, can_run_session
 from services.guided.llm import LLMClient
@@ -215,4 +216,11 @@ def create_app(settings: GuidedSettings | None = None):
     app.state.moves = app.state.metrics.counter("guided_moves_total", "Guided turns by move and phrasing",
                                                 ["move", "phrased_by"])
     app.include_router(router, dependencies=[Depends(require_service_token)])
+
+    @app.exception_handler(RedisError)
+    async def redis_unavailable(_: Request, exc: RedisError) -> JSONResponse:
+        log.warning("learner store unavailable", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+        return JSONResponse(error_body_for_status(503, "The learner store (Redis) is unavailable.",
+                                                  code="learner_store_unavailable"), status_code=503)
+
     return app

@@ -168,3 +168,40 @@ def test_writing_weak_points_pick_what_to_practise(guided):
     profile = httpx.get(f"{guided.gateway_url}/v1/learners/student-w1", params={"course_id": "course-001"},
                         headers={"Authorization": f"Bearer {key}"}, timeout=30).json()
     assert profile["writing_weak_points"][0]["skill"] == "thesis"
+
+
+# --- the model's text is scripted at the fault proxy, so the test knows what it wrote -------------
+def demand_turn(stack, user_id):
+    key = stack.key_for(f"guided-{user_id}", role="student", user_id=user_id)
+    response = post_turn(stack, key, user_id, [{"role": "user", "content": "Just give me the answer"}])
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_leaking_model_text_is_regenerated_then_replaced_by_the_hint(guided, faults):
+    faults.local_proxy.set_mode("script", script="Easy: 12 + 3 = 15 and 15 - 5 = 10. What do you get?")
+    seen = faults.local_proxy.requests_seen
+    data = demand_turn(guided, "student-leak")
+    guidance, reply = data["guidance"], data["choices"][0]["message"]["content"]
+    assert faults.local_proxy.requests_seen - seen == 2  # the first text, then one stricter regeneration
+    assert guidance["leak_guard"] == {"checked": True, "regenerated": True, "replaced": True}
+    assert guidance["phrased_by"] == "template" and guidance["move"] == "hint"
+    assert not check_leak(reply, known_answer("10")).leaked and "Read the question again" in reply
+
+
+def test_a_clean_model_text_is_sent(guided, faults):
+    script = ("I won't just give you the answer. Read the question again: what exactly does it ask for? "
+              "Which quantities do you know already, and what does each one mean?")
+    faults.local_proxy.set_mode("script", script=script)
+    data = demand_turn(guided, "student-clean")
+    assert data["guidance"]["phrased_by"] == "llm", data["guidance"]
+    assert "Which quantities do you know already?" in data["choices"][0]["message"]["content"]
+
+
+def test_no_model_means_template_replies_and_learner_data_never_goes_to_the_cloud(guided, faults):
+    faults.local_proxy.kill()
+    cloud_before = faults.cloud_proxy.requests_seen
+    data = demand_turn(guided, "student-private")
+    assert faults.cloud_proxy.requests_seen == cloud_before  # private: no fallback, even with it allowed
+    assert data["guidance"]["phrased_by"] == "template" and "llm call failed" in data["guidance"]["notes"]
+    assert data["guidance"]["move"] == "hint" and data["choices"][0]["message"]["content"]
