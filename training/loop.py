@@ -110,7 +110,8 @@ def start_ab(mode: str, candidate: str, control: str, percent: float, *, url: st
 
 def run_loop(family: str, *, mode: str | None = None, db: str | None = None, out_dir: str | None = None,
              config: str = DEFAULT_DPO_CONFIG, base_model: str | None = None, max_steps: int = 30,
-             learning_rate: float | None = None, min_pairs: int = 8, min_agreement: float = 0.6,
+             learning_rate: float | None = None, max_length: int | None = None,
+             batch_size: int | None = None, min_pairs: int = 8, min_agreement: float = 0.6,
              since: str | None = None, holdout: float = 0.25, regression_set: str = DEFAULT_REGRESSION_SET,
              regression_limit: int = 12, max_ppl_increase: float = 0.25, adapters_dir: str | None = None,
              control_url: str | None = None, publish: bool = True, ab_percent: float = 10.0,
@@ -155,7 +156,7 @@ def run_loop(family: str, *, mode: str | None = None, db: str | None = None, out
     overrides = {"stage": "dpo", "name": f"{family}-loop", "base_model": base_model,
                  "train_files": [str(out / "prefs_train.jsonl")], "sft_adapter": str(root / current),
                  "output_dir": str(out / "adapter"), "max_steps": max_steps, "learning_rate": learning_rate,
-                 "save_steps": 10_000}
+                 "max_length": max_length, "per_device_batch_size": batch_size, "save_steps": 10_000}
     print(f"[loop] dpo: {len(train)} pairs, {max_steps} steps, from {current}", flush=True)
     adapter = run_dpo(TrainConfig.load(config, overrides), resume=False)
     report["steps"]["dpo"] = {"from": current, "adapter": str(adapter),
@@ -299,6 +300,8 @@ def add_loop_parsers(sub) -> None:
     p.add_argument("--base-model")
     p.add_argument("--max-steps", type=int, default=30)
     p.add_argument("--lr", type=float)
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--batch-size", type=int)
     p.add_argument("--min-pairs", type=int, default=8)
     p.add_argument("--min-agreement", type=float, default=0.6)
     p.add_argument("--since")
@@ -334,7 +337,7 @@ def run_loop_command(args) -> int:
     if args.command == "loop":
         report = run_loop(args.family, mode=args.mode, db=args.db, out_dir=args.out_dir, config=args.config,
                           base_model=args.base_model, max_steps=args.max_steps, learning_rate=args.lr,
-                          min_pairs=args.min_pairs, min_agreement=args.min_agreement, since=args.since,
+                          max_length=args.max_length, batch_size=args.batch_size, min_pairs=args.min_pairs, min_agreement=args.min_agreement, since=args.since,
                           holdout=args.holdout, regression_set=args.regression_set,
                           regression_limit=args.regression_limit, max_ppl_increase=args.max_ppl_increase,
                           adapters_dir=args.adapters_dir, control_url=args.control_url,

@@ -109,6 +109,7 @@ def build_pairs(votes: list[dict], *, mode: str | None = None, family: str | Non
         group["votes"].setdefault(loser, 0)
         group["models"][winner], group["models"][loser] = winner_model, loser_model
         group["ids"].append(v["id"])
+        group["n"] = group.get("n", 0) + 1
     # thumbs: pair ups with downs on the same prompt
     for (mode_, prompt), sides in thumbs.items():
         if not sides["up"] or not sides["down"]:
@@ -127,11 +128,12 @@ def build_pairs(votes: list[dict], *, mode: str | None = None, family: str | Non
                 group["votes"].setdefault(b, 0)
                 group["models"][a], group["models"][b] = up.get("model_a"), down.get("model_a")
                 group["ids"].extend([up["id"], down["id"]])
+                group["n"] = group.get("n", 0) + 1
     records = []
     for key, group in groups.items():
         (first, n1), (second, n2) = group["votes"].most_common(2)
         total = n1 + n2
-        duplicates = len(group["ids"]) - 1
+        duplicates = group["n"] - 1  # comparisons merged into this record
         if n1 == n2:
             skipped["no majority (votes split evenly)"] += len(group["ids"])
             continue

@@ -48,10 +48,6 @@ VERSIONED = re.compile(r"^(?P<family>.+)-v(?P<version>\d+)$")
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 BASE = "base"
 
-VOTES = Counter("tutorstack_feedback_votes_total", "Recorded votes", ["mode", "kind", "vote"])
-ARENA = Counter("tutorstack_arena_rounds_total", "Arena rounds served", ["mode"])
-AB_PERCENT = Gauge("tutorstack_ab_percent", "Active A/B split: share of users on the candidate",
-                   ["mode", "control", "candidate"])
 
 
 def display(model: str) -> str:
@@ -85,8 +81,14 @@ def check_name(value: str, param: str) -> str:
 
 
 class Feedback:
-    def __init__(self, settings: FeedbackSettings):
+    def __init__(self, settings: FeedbackSettings, registry):
         self.settings = settings
+        self.votes_total = Counter("tutorstack_feedback_votes_total", "Recorded votes", ["mode", "kind", "vote"],
+                                   registry=registry)
+        self.arena_total = Counter("tutorstack_arena_rounds_total", "Arena rounds served", ["mode"],
+                                   registry=registry)
+        self.ab_percent = Gauge("tutorstack_ab_percent", "Active A/B split: share of users on the candidate",
+                                ["mode", "control", "candidate"], registry=registry)
         self.store = FeedbackStore(settings.db_path)
         self.redis = aioredis.from_url(settings.redis_url, decode_responses=True)
         self.ai = make_client(settings.ai_service_url, settings.arena_timeout_sec)
@@ -129,7 +131,7 @@ class Feedback:
         await self.redis.delete(ab.ab_key(mode, self.settings.ab_key_prefix))
         if split:
             try:
-                AB_PERCENT.remove(mode, display(split["control"]), display(split["candidate"]))
+                self.ab_percent.remove(mode, display(split["control"]), display(split["candidate"]))
             except KeyError:
                 pass
 
@@ -214,7 +216,7 @@ async def arena(body: ArenaRequest, request: Request, caller: Caller = Depends(r
     row = await run_in_threadpool(fb.store.add_arena, mode=body.mode, family=family, prompt=prompt,
                                   model_a=display(model_a), model_b=display(model_b), answer_a=answer_a,
                                   answer_b=answer_b, key_id=caller.key_id, user_id=caller.user_id)
-    ARENA.labels(body.mode).inc()
+    fb.arena_total.labels(body.mode).inc()
     log.info("arena round", extra={"arena_id": row["id"], "mode": body.mode})
     return ArenaResponse(id=row["id"], mode=body.mode, prompt=prompt, a=ArenaAnswer(content=answer_a),
                          b=ArenaAnswer(content=answer_b))
@@ -243,7 +245,7 @@ async def feedback(body: FeedbackRequest, request: Request, caller: Caller = Dep
     vote.update(comment=body.comment, key_id=caller.key_id, user_id=caller.user_id)
     stored, created = await run_in_threadpool(fb.store.add_vote, vote)
     if created:
-        VOTES.labels(stored["mode"] or "", stored["kind"], stored["vote"]).inc()
+        fb.votes_total.labels(stored["mode"] or "", stored["kind"], stored["vote"]).inc()
     return FeedbackResponse(vote=VoteRecord(**stored), duplicate=not created)
 
 
@@ -315,7 +317,7 @@ async def put_split(mode: str, body: ABSplitIn, request: Request, caller: Caller
     if previous:
         await fb.end_split(mode, previous)
     await fb.redis.set(ab.ab_key(mode, fb.settings.ab_key_prefix), ab.dumps(split))
-    AB_PERCENT.labels(mode, display(control), display(candidate)).set(body.percent)
+    fb.ab_percent.labels(mode, display(control), display(candidate)).set(body.percent)
     log.info("ab split set", extra={"mode": mode, **split})
     return _split_out(mode, split, fb.settings)
 
@@ -395,6 +397,6 @@ def create_app(settings: FeedbackSettings | None = None) -> FastAPI:
 
     app = create_service_app("feedback", settings, lifespan=lifespan, readiness={"store": store_ready},
                              optional_readiness={"redis": redis_ready})
-    app.state.feedback = Feedback(settings)
+    app.state.feedback = Feedback(settings, app.state.metrics.registry)
     app.include_router(router)
     return app
