@@ -79,6 +79,11 @@ async def feedback(request: Request, caller: Caller = Depends(gateway_caller)):
     return await delegate(request, caller, "feedback")
 
 
+@router.get("/me", include_in_schema=False)  # the caller's key id, role and user id (the console's login)
+async def me(request: Request, caller: Caller = Depends(gateway_caller)):
+    return await delegate(request, caller, "feedback")
+
+
 @router.get("/leaderboard", include_in_schema=False)
 async def leaderboard(request: Request, caller: Caller = Depends(gateway_caller)):
     return await delegate(request, caller, "feedback")

@@ -272,6 +272,13 @@ def build_leaderboard(votes: list[dict], mode: str | None = None) -> Leaderboard
     return Leaderboard(modes=boards)
 
 
+@router.get("/me")
+async def me(caller: Caller = Depends(require_service_token)) -> dict:
+    """Who the gateway says the caller is (the console uses it to log in and pick what to show)."""
+    return {"key_id": caller.key_id, "role": caller.role, "user_id": caller.user_id,
+            "key_classification": caller.key_classification}
+
+
 @router.get("/leaderboard", response_model=Leaderboard)
 async def leaderboard(request: Request, mode: str | None = None, caller: Caller = Depends(require_service_token)):
     votes = await run_in_threadpool(_feedback(request).store.votes, kind="arena", mode=mode)
