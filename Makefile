@@ -9,7 +9,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup model run test test-unit test-reliability bench lint help smoke
+.PHONY: setup model run test test-unit test-reliability bench bench-setup lint help smoke
 
 help:
 	@echo "make run        set up what is missing and start the whole platform (Ctrl-C stops it)"
@@ -43,6 +43,10 @@ smoke:
 
 test-unit: setup
 	@$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+# LiteLLM's proxy in its own virtualenv ($(TUTORSTACK_HOME)/venv-litellm), for the gateway benchmark's comparison.
+bench-setup: setup
+	@$(PY) bench/bench_gateway_overhead.py --setup-litellm
 
 bench: model
 	@$(PY) bench/bench_gateway_overhead.py

@@ -229,6 +229,8 @@ def main() -> None:
     parser.add_argument("--setup-litellm", action="store_true", help="create the LiteLLM virtualenv, then exit")
     parser.add_argument("--soak", type=float, default=0, help="only a soak: 64 clients for this many seconds")
     parser.add_argument("--profile", action="store_true", help="only profile gateway and ai_service at 16 clients")
+    parser.add_argument("--profile-target", default="tutorstack", choices=["tutorstack", "gateway only"])
+    parser.add_argument("--profile-clients", type=int, default=16)
     parser.add_argument("--output", default="gateway_overhead", help="bench/results/<output>.md")
     args = parser.parse_args()
     if args.setup_litellm:
@@ -257,23 +259,36 @@ def main() -> None:
         procs.extend(platform.processes.values())
         key = platform.create_key("bench", rpm=10_000_000)
         gateway_port = int(platform.gateway_url.rsplit(":", 1)[1])
+        # The gateway alone in front of the stub (AI_SERVICE_URL = the stub): its share of the two hops.
+        alone_port = free_port()
+        alone = Process("gateway-alone", [sys.executable, "-m", "gateway", "serve"],
+                        {**platform.gateway_env, "GATEWAY_PORT": str(alone_port),
+                         "AI_SERVICE_URL": f"http://127.0.0.1:{stub_port}"}, workdir)
+        procs.append(alone)
+        wait_healthy(f"http://127.0.0.1:{alone_port}/healthz", alone, 60)
         path = "/v1/chat/completions"
+        bearer = {"Authorization": f"Bearer {key}"}
         targets = {"direct": (stub_port, path, {}),
-                   "tutorstack": (gateway_port, path, {"Authorization": f"Bearer {key}"})}
+                   "gateway only": (alone_port, path, bearer),
+                   "tutorstack": (gateway_port, path, bearer)}
         cores = os.cpu_count()
         machine = f"{cores} CPU cores, load generator on the same machine, gateway workers {args.gateway_workers}"
 
         if args.profile:
             seconds = 20
-            spies = {name: (py_spy(platform.processes[name].popen.pid, seconds, workdir / f"{name}.txt"),
-                            workdir / f"{name}.txt") for name in ("gateway", "ai_service")}
+            pids = {"gateway": platform.processes["gateway"].popen.pid,
+                    "ai_service": platform.processes["ai_service"].popen.pid}
+            if args.profile_target == "gateway only":
+                pids = {"gateway": alone.popen.pid}
+            spies = {name: (py_spy(pid, seconds, workdir / f"{name}.txt"), workdir / f"{name}.txt")
+                     for name, pid in pids.items()}
             time.sleep(1)
-            result = load(*targets["tutorstack"], 16, duration=seconds - 2)
+            result = load(*targets[args.profile_target], args.profile_clients, duration=seconds - 2)
             for spy, _ in spies.values():
                 if spy:
                     spy.wait(timeout=60)
-            say(f"## Profile at 16 clients, {seconds - 2} s ({machine})\n")
-            say(f"tutorstack: {result['rps']:.0f} req/s, p50 {result['p50']:.1f} ms, errors {result['errors']}\n")
+            say(f"## Profile of {args.profile_target} at {args.profile_clients} clients, {seconds - 2} s ({machine})\n")
+            say(f"{args.profile_target}: {result['rps']:.0f} req/s, p50 {result['p50']:.1f} ms, errors {result['errors']}\n")
             for name, (spy, out) in spies.items():
                 if spy and out.exists():
                     say(f"### {name} (py-spy, 250 Hz)\n```")
@@ -312,6 +327,8 @@ def main() -> None:
                     total = args.requests if name != "litellm" else min(args.requests, 600)
                     cell[name] = load(port, path, headers, concurrency, total=total, stream=stream)
                 rows.append((stream, concurrency, cell))
+        say("targets: direct = the stub; gateway only = gateway -> stub; tutorstack = gateway -> ai_service -> stub; "
+            "litellm = LiteLLM proxy (1 worker, master key) -> stub.\n")
         say(f"## Gateway + ai_service overhead vs the stub upstream ({args.requests} requests per cell, "
             f"LiteLLM {min(args.requests, 600)}; {machine})\n")
         say("p50/p99: latency (non-stream) or time to the first body byte (stream); added = target - direct.\n")

@@ -17,6 +17,7 @@ from gateway.proxy import ProxyEndpoint
 from gateway.ratelimit import RateLimiter
 from gateway.routes import PUBLIC_ROUTES
 from gateway.settings import GatewaySettings
+from gateway.upstream import Upstream
 
 _DOCS_PATHS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 
@@ -63,6 +64,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
+        await app.state.upstream.aclose()
         await app.state.client.aclose()
         await app.state.redis.aclose()
 
@@ -78,8 +80,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.keys = APIKeyStore(app.state.redis, RecordSigner(settings.key_signing_secret))
     app.state.limiter = RateLimiter(app.state.redis)
     app.state.gatekeeper = Gatekeeper(app.state.redis, app.state.keys)
-    app.state.client = make_client(settings.ai_service_url, settings.upstream_timeout_sec,
-                                   max_connections=settings.upstream_max_connections)
+    app.state.upstream = Upstream(settings.ai_service_url, settings.upstream_timeout_sec,
+                                  settings.upstream_max_connections)
+    app.state.client = make_client(settings.ai_service_url, 5.0, max_connections=4)  # readiness checks only
 
     async def redis_ready() -> None:
         await app.state.redis.ping()

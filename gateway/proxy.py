@@ -8,9 +8,10 @@ starts go through the app's OpenAI-shaped error handlers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-import httpx
+import aiohttp
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
@@ -112,33 +113,34 @@ class ProxyEndpoint:
             upstream_headers["x-tutorstack-gateway-token"] = settings.ai_gateway_shared_token
         query = scope.get("query_string", b"")
         url = raw_path + ("?" + query.decode("latin-1") if query else "")
-        client: httpx.AsyncClient = state.client
         try:
-            upstream = await client.send(
-                client.build_request(scope["method"], url, content=body, headers=upstream_headers), stream=True)
-        except httpx.TimeoutException as exc:
+            upstream = await state.upstream.request(scope["method"], url, body, upstream_headers)
+        except asyncio.TimeoutError as exc:
             raise OpenAIError(504, "ai_service did not answer in time.", code="ai_service_timeout") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise OpenAIError(503, f"ai_service is unreachable: {type(exc).__name__}.",
                               code="ai_service_unavailable") from exc
         try:
-            response_headers = [(name.encode(), upstream.headers[name].encode("latin-1"))
-                                for name in RETURNED_RESPONSE_HEADERS if name in upstream.headers]
+            upstream_response_headers = upstream.headers
+            response_headers = [(name.encode(), upstream_response_headers[name].encode("latin-1"))
+                                for name in RETURNED_RESPONSE_HEADERS if name in upstream_response_headers]
             response_headers.extend((k.encode(), v.encode()) for k, v in decision.headers().items())
-            length = upstream.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) <= WHOLE_BODY_MAX:
-                content = b"".join([chunk async for chunk in upstream.aiter_raw()])
+            length = upstream.content_length
+            if length is not None and length <= WHOLE_BODY_MAX:
+                try:
+                    content = await upstream.read()
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    raise OpenAIError(502, "ai_service's answer was cut off.", code="ai_service_error") from exc
                 response_headers.append((b"content-length", str(len(content)).encode()))
-                await send({"type": "http.response.start", "status": upstream.status_code,
-                            "headers": response_headers})
+                await send({"type": "http.response.start", "status": upstream.status, "headers": response_headers})
                 await send({"type": "http.response.body", "body": content})
                 return
-            await send({"type": "http.response.start", "status": upstream.status_code, "headers": response_headers})
+            await send({"type": "http.response.start", "status": upstream.status, "headers": response_headers})
             try:
-                async for chunk in upstream.aiter_raw():
+                async for chunk in upstream.content.iter_any():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except httpx.HTTPError:
+            except (aiohttp.ClientError, asyncio.TimeoutError):
                 pass  # ai_service cut the stream; end ours (its own in-band error, if any, was passed on)
             await send({"type": "http.response.body", "body": b""})
         finally:
-            await upstream.aclose()
+            upstream.release()

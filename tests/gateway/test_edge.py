@@ -14,12 +14,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from gateway.app import create_app
@@ -30,23 +29,68 @@ from tests.support.processes import free_port
 SECRET = "gateway-test-signing-secret"
 
 
+APPS: list = []  # gateways made by the running test; their connections are closed in the same event loop
+
+
 def run(coro):
-    return asyncio.run(coro)
+    async def scenario_then_close():
+        try:
+            return await coro
+        finally:
+            while APPS:
+                app = APPS.pop()
+                await app.state.upstream.aclose()
+                await app.state.redis.aclose()
+
+    return asyncio.run(scenario_then_close())
 
 
 def stub_ai_service(seen: list):
     async def echo(request):
         seen.append((request.method, request.url.path, dict(request.headers)))
+        if b'"stream":true' in await request.body():
+            async def events():
+                for i in range(3):
+                    yield f"data: {i}\n\n".encode()
+            return StreamingResponse(events(), media_type="text/event-stream")
         return JSONResponse({"path": request.url.path, "role": request.headers.get("x-tutorstack-role")})
 
     return Starlette(routes=[Route("/{path:path}", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])])
 
 
+SEEN: list = []  # what reached the stub ai_service, across the module
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ai_service_url():
+    """A real HTTP server (uvicorn in a thread) standing in for ai_service."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(stub_ai_service(SEEN), host="127.0.0.1", port=port, log_config=None,
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started and time.time() < deadline:
+        time.sleep(0.02)
+    global AI_SERVICE_URL
+    AI_SERVICE_URL = f"http://127.0.0.1:{port}"
+    yield AI_SERVICE_URL
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+AI_SERVICE_URL = ""
+
+
 def make_gateway(redis_url: str, seen: list, **env):
     settings = GatewaySettings(APP_ENV="test", AI_GATEWAY_SHARED_TOKEN="t", GATEWAY_KEY_SIGNING_SECRET=SECRET,
-                               REDIS_URL=redis_url, LOG_LEVEL="WARNING", **env)
+                               REDIS_URL=redis_url, LOG_LEVEL="WARNING", AI_SERVICE_URL=AI_SERVICE_URL, **env)
     app = create_app(settings)
-    app.state.client = httpx.AsyncClient(transport=httpx.ASGITransport(stub_ai_service(seen)), base_url="http://ai")
+    APPS.append(app)
     return app
 
 
@@ -93,7 +137,7 @@ def auth(plain: str) -> dict:
 
 def test_only_listed_routes_reach_ai_service(redis_url):
     async def scenario():
-        seen: list = []
+        seen = SEEN
         app = make_gateway(redis_url, seen)
         plain, _ = await new_key(redis_url, role="teacher", user_id="t1")
         ok = await asgi(app, "GET", "/v1/models", auth(plain))
@@ -106,6 +150,9 @@ def test_only_listed_routes_reach_ai_service(redis_url):
         assert chat["status"] == 200 and headers["content-type"] == "application/json"
         assert headers["x-tutorstack-role"] == "teacher"  # a client cannot forge its identity headers
         assert headers["x-tutorstack-gateway-token"] == "t"
+        streamed = await asgi(app, "POST", "/v1/chat/completions", auth(plain), b'{"stream":true}')
+        assert streamed["status"] == 200 and streamed["body"] == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+        assert streamed["headers"]["content-type"].startswith("text/event-stream")
         reached = len(seen)
         for bad in ("/v1/../openapi.json", "/v1/%2e%2e/openapi.json", "/v1/%2E%2e/docs", "/v1/learners/%2e%2e",
                     "/v1/learners/..", "/v1/learners/.%2e/x", "/v1//models", "/v1/models/", "/v1/learners/a%2fb",
@@ -118,6 +165,21 @@ def test_only_listed_routes_reach_ai_service(redis_url):
         wrong_method = await asgi(app, "DELETE", "/v1/models", auth(plain))
         assert wrong_method["status"] == 405 and "error" in wrong_method["json"]
         assert len(seen) == reached  # none of those reached ai_service
+
+    run(scenario())
+
+
+def test_ai_service_down_is_a_503(redis_url):
+    async def scenario():
+        global AI_SERVICE_URL
+        saved, AI_SERVICE_URL = AI_SERVICE_URL, f"http://127.0.0.1:{free_port()}"
+        try:
+            app = make_gateway(redis_url, [])
+        finally:
+            AI_SERVICE_URL = saved
+        plain, _ = await new_key(redis_url)
+        down = await asgi(app, "GET", "/v1/models", auth(plain))
+        assert down["status"] == 503 and down["json"]["error"]["code"] == "ai_service_unavailable"
 
     run(scenario())
 
