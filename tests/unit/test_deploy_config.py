@@ -281,7 +281,7 @@ def test_platform_urls_are_wired(services):
     assert env["APP_ENV"] == "prod"
     assert env["AI_SERVICE_URL"] == f"http://ai_service:{ports['ai_service']}"
     assert env["LLM_BASE_URL_LOCAL"] == f"http://vllm:{ports['vllm']}/v1"
-    assert env["REDIS_URL"] == f"redis://redis:{REDIS_PORT}/0"
+    assert env["REDIS_URL"] == f"redis://:${{REDIS_PASSWORD}}@redis:{REDIS_PORT}/0"  # Redis runs with requirepass
     assert env["GRAPH_RAG_URL"].startswith("http://graphrag:")
     for name in PYTHON_SERVICES:
         token = service_env(services[name])["AI_GATEWAY_SHARED_TOKEN"]
