@@ -37,6 +37,7 @@ PUBLIC_ROUTES: tuple[PublicRoute, ...] = (
     PublicRoute("/v1/arena", ("POST",), "Side-by-side answers to compare (A/B arena)"),
     PublicRoute("/v1/feedback", ("GET", "POST"), "Votes and feedback on answers"),
     PublicRoute("/v1/leaderboard", ("GET",), "Adapter leaderboard from votes"),
+    PublicRoute("/v1/me", ("GET",), "The caller's key id, role and user id"),
     PublicRoute("/v1/ab/{mode}", ("GET", "PUT", "DELETE"), "A/B split of a chat mode"),
     PublicRoute("/v1/ab/{mode}/{action}", ("POST",), "Promote or roll back an A/B split"),
     PublicRoute("/v1/adapters", ("GET",), "LoRA adapters (admin)"),

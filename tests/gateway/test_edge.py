@@ -376,3 +376,18 @@ def test_redis_with_a_password(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_every_public_route_of_ai_service_is_listed():
+    """A /v1 route ai_service serves but the gateway does not list would be a silent 404 for clients:
+    the allow-list must cover every (method, path) of ai_service's public routers."""
+    import ai_service.api
+    import ai_service.service_routes
+    import ai_service.tools_api
+    from gateway.routes import PUBLIC_ROUTES
+
+    listed = {(route.path, method) for route in PUBLIC_ROUTES for method in route.methods}
+    served = {(route.path, method) for router in (ai_service.api.router, ai_service.service_routes.router,
+                                                 ai_service.tools_api.router)
+              for route in router.routes for method in route.methods if method != "HEAD"}
+    assert served and served <= listed, sorted(served - listed)
