@@ -72,7 +72,8 @@ def main() -> None:
             ("gateway", "GATEWAY_PORT", "8080", "readyz"), ("ai_service", "AI_SERVICE_PORT", "8001", "readyz"),
             ("llm_server", "LLM_SERVER_PORT", "8010", "readyz"), ("vllm", "VLLM_PORT", "8000", "health"),
             ("graphrag", "GRAPHRAG_PORT", "8002", "readyz"), ("guided", "GUIDED_PORT", "8003", "readyz"),
-            ("writing", "WRITING_PORT", "8004", "readyz"), ("practice", "PRACTICE_PORT", "8006", "readyz"))))
+            ("writing", "WRITING_PORT", "8004", "readyz"), ("practice", "PRACTICE_PORT", "8006", "readyz"),
+            ("feedback", "FEEDBACK_PORT", "8007", "readyz"))))
     services = {
         "gateway": f"{gateway}/healthz",
         "ai_service": f"http://localhost:{env.get('AI_SERVICE_PORT', '8001')}/healthz",
@@ -82,6 +83,8 @@ def main() -> None:
         "guided (Socratic sessions, learner profiles)": f"http://localhost:{env.get('GUIDED_PORT', '8003')}/readyz",
         "practice (persona role-play, intents, coaching)": f"http://localhost:{env.get('PRACTICE_PORT', '8006')}/readyz",
         "health (polls every service)": f"http://localhost:{env.get('HEALTH_PORT', '8005')}/readyz",
+        "feedback (arena, votes, leaderboard, A/B)": f"http://localhost:{env.get('FEEDBACK_PORT', '8007')}/readyz",
+        "console (web UI)": f"http://localhost:{env.get('CONSOLE_PORT', '8090')}/healthz",
     }
     honcho = subprocess.Popen([sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile"),
                                "-d", str(ROOT), "--no-colour"], env=env, cwd=ROOT)
@@ -110,6 +113,7 @@ def main() -> None:
   llm_server control API       http://localhost:{env.get('LLM_SERVER_PORT', '8010')}/v1/adapters
   graphrag                     http://localhost:{env.get('GRAPHRAG_PORT', '8002')}/v1/index
   metrics                      {gateway}/metrics (and each service's /metrics)
+  web console                  http://localhost:{env.get('CONSOLE_PORT', '8090')}/  (log in with the API key below)
   platform health              {gateway}/v1/health (JSON), {gateway}/v1/health/status (HTML), `make smoke`
   development API key          {key}
                                (kept in .tutorstack/dev-api-key, stored hashed in Redis)

@@ -21,6 +21,15 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 
+# Headless Chromium for the console's browser tests (Debian's package; Playwright drives it, no browser download).
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    say "installing chromium and chromium-driver (Debian packages, for the console's browser tests)"
+    (apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }) \
+      || say "apt-get could not install chromium; the console browser tests will fail until it is installed"
+  fi
+fi
+
 # The platform venv: re-install only when pyproject.toml changed (stamp = its hash).
 stamp=$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.tutorstack-stamp" 2>/dev/null)" != "$stamp" ]; then
