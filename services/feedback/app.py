@@ -393,8 +393,17 @@ def create_app(settings: FeedbackSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        fb: Feedback = app.state.feedback
+        try:  # the splits outlive a restart (Redis): show them in the metrics again
+            async for key in fb.redis.scan_iter(match=f"{settings.ab_key_prefix}*"):
+                split = json.loads(await fb.redis.get(key) or "null")
+                if split:
+                    fb.ab_percent.labels(key[len(settings.ab_key_prefix):], display(split["control"]),
+                                         display(split["candidate"])).set(split["percent"])
+        except Exception as exc:  # Redis down at start: the splits show again on their next change
+            log.warning("could not read the A/B splits: %s", exc)
         yield
-        await app.state.feedback.aclose()
+        await fb.aclose()
 
     async def store_ready():
         await run_in_threadpool(app.state.feedback.store.ping)
