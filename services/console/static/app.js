@@ -98,7 +98,7 @@ async function sendChat(ev) {
     let html = `<div class="meta">${esc(meta)}</div>`;
     const cited = citations.length ? citations : [];
     if (cited.length) html += `<div class="cites">Sources: ${cited.map((c, i) => `<button class="cite" data-i="${i}">[${esc(c.number)}] ${esc(c.path)}:${esc(c.start_line)}-${esc(c.end_line)}</button>`).join("")}</div><div class="source" hidden></div>`;
-    html += `<div class="thumbs"><button class="up">👍</button> <button class="down">👎</button> <span class="thanks"></span></div>`;
+    html += `<div class="thumbs"><button class="up">▲ Good answer</button> <button class="down">▼ Poor answer</button> <span class="thanks"></span></div>`;
     box.insertAdjacentHTML("beforeend", html);
     for (const b of box.querySelectorAll(".cite")) b.onclick = () => {
       const c = cited[Number(b.dataset.i)]; const src = box.querySelector(".source");
@@ -197,7 +197,7 @@ async function loadLeaderboard() {
     out.innerHTML = r.modes.map((m) => {
       const lo = Math.min(...m.ratings.map((x) => x.ci_low)), hi = Math.max(...m.ratings.map((x) => x.ci_high));
       const pct = (v) => (100 * (v - lo) / Math.max(hi - lo, 1)).toFixed(1);
-      return `<h2>${esc(m.mode)} <span class="muted">(${m.votes} votes)</span></h2><table class="board" data-mode="${esc(m.mode)}"><tr><th>model</th><th>rating</th><th>95% CI</th><th></th><th>wins/games</th></tr>` +
+      return `<h2>${esc(m.mode)} <span class="muted">(${m.votes} vote${m.votes === 1 ? "" : "s"})</span></h2><table class="board" data-mode="${esc(m.mode)}"><tr><th>model</th><th>rating</th><th>95% CI</th><th></th><th>wins/games</th></tr>` +
         m.ratings.map((x) => `<tr data-model="${esc(x.model)}"><td>${esc(x.model)}</td><td class="rating">${x.rating.toFixed(1)}</td><td>${x.ci_low.toFixed(0)}–${x.ci_high.toFixed(0)}</td>` +
           `<td><div class="bar"><div class="ci" style="left:${pct(x.ci_low)}%;width:${(pct(x.ci_high) - pct(x.ci_low)).toFixed(1)}%"></div><div class="pt" style="left:${pct(x.rating)}%"></div></div></td><td class="games">${x.wins}/${x.games}</td></tr>`).join("") + "</table>";
     }).join("");
