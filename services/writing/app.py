@@ -1,0 +1,173 @@
+"""The writing analysis service (port 8004).
+
+Route (needs WRITING_API_TOKEN; ai_service forwards it from the gateway):
+  POST /v1/writing/analyze   rubric scores (calibrated scorer), metrics, issues with exact spans, feedback
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+
+from common.app import create_service_app
+from common.auth import Caller, require_service_token, service_headers
+from common.errors import OpenAIError
+from common.http import make_client
+from common.logging import get_logger
+from services.writing.analysis import analyse_request, issue_dict, parse_request, public_scores
+from services.writing.llm import LlmFailed, LlmReviewer
+from services.writing.rubric import SKILLS
+from services.writing.schemas import AnalyzeRequest, AnalyzeResponse
+from services.writing.scorer import Scorer
+from services.writing.settings import WritingSettings
+from services.writing.store import ProfileStore, now_iso
+
+log = get_logger("writing")
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_service_token)])
+ERROR_RESPONSES = {code: {"description": text} for code, text in {
+    400: "empty, whitespace-only, binary or undecodable content; unknown writing_type (lists the valid ones)",
+    413: "content over WRITING_MAX_CONTENT_CHARS characters or body over WRITING_MAX_BODY_BYTES",
+    422: "malformed rubric (says what is wrong)", 403: "a student key acting for another user_id"}.items()}
+
+
+class Writing:
+    def __init__(self, settings: WritingSettings, metrics):
+        self.settings = settings
+        self.scorer = Scorer(settings.scorer_path)
+        self.store = ProfileStore.from_url(settings.redis_url, settings.profile_key)
+        self.ai_client = make_client(settings.ai_service_url, settings.llm_budget_sec + 2)
+        self.llm = LlmReviewer(self.ai_client, budget_sec=settings.llm_budget_sec, max_tokens=settings.llm_max_tokens,
+                               attempts=settings.llm_attempts, model=settings.llm_model)
+        self.analyses = metrics.counter("writing_analyses_total", "Analyses by outcome", ["service", "outcome"])
+        self.seconds = metrics.histogram("writing_analysis_seconds", "Analysis latency", ["service", "part"])
+        self.llm_dropped = metrics.counter("writing_llm_items_dropped_total", "LLM items dropped (quote not in text)",
+                                           ["service"])
+
+    async def aclose(self) -> None:
+        await self.ai_client.aclose()
+        await self.store.aclose()
+
+
+def writing(request: Request) -> Writing:
+    return request.app.state.writing
+
+
+def _learner(caller: Caller, user_id: str | None) -> str | None:
+    """A student key may only write its own profile; staff and service keys may name any learner."""
+    if user_id and caller.user_id and not caller.is_staff and user_id != caller.user_id:
+        raise OpenAIError(403, "A student key can only analyse for its own user_id.", code="user_mismatch",
+                          param="user_id")
+    return user_id
+
+
+@router.post("/writing/analyze", response_model=AnalyzeResponse, responses=ERROR_RESPONSES,
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": {"$ref": "#/components/schemas/AnalyzeRequest"}}}}})
+async def analyze(request: Request, caller: Caller = Depends(require_service_token),
+                  w: Writing = Depends(writing)) -> AnalyzeResponse:
+    started = time.perf_counter()
+    body = parse_request(await request.body(), max_body_bytes=w.settings.max_body_bytes,
+                         max_chars=w.settings.max_content_chars)
+    user_id = _learner(caller, body.user_id)
+    det = await run_in_threadpool(analyse_request, body, w.scorer)
+    w.seconds.labels("writing", "deterministic").observe(time.perf_counter() - started)
+    content = body.content
+    issues = list(det.issues)
+    degraded, reason, llm_model = False, None, None
+    if w.settings.llm_enabled:
+        llm_started = time.perf_counter()
+        try:
+            result = await w.llm.review(content, writing_type=body.writing_type, lang=det.feedback_language,
+                                        weakest=[s["name"] for s in det.weakest], assignment=body.prompt,
+                                        headers=service_headers(w.settings.ai_service_internal_token, caller))
+            taken = {(i.start, i.end) for i in issues}
+            issues += [i for i in result.issues if (i.start, i.end) not in taken]
+            llm_model = result.model
+            if result.dropped:
+                w.llm_dropped.labels("writing").inc(result.dropped)
+        except LlmFailed as exc:
+            degraded, reason = True, exc.reason
+        w.seconds.labels("writing", "llm").observe(time.perf_counter() - llm_started)
+    else:
+        degraded, reason = True, "LLM disabled (WRITING_LLM_ENABLED=false)"
+    issues.sort(key=lambda i: (i.start, i.end))
+    analysis_id = f"wa-{uuid.uuid4().hex[:20]}"
+    profile_updated = False
+    if user_id:
+        at = now_iso()
+        weak = [{"skill": SKILLS.get(s["_target"], "thesis"), "criterion": s["criterion"],
+                 "description": f"{s['name']}: {s['score']:g}/{s['scale']['max']:g}"[:200], "score": s["score"],
+                 "scale": s["scale"], "normalized": s["normalized"],
+                 "evidence": [{"span": e["span"], "quote": e["quote"]} for e in s["evidence"]],
+                 "writing_type": body.writing_type, "analysis_id": analysis_id, "source": "writing", "at": at}
+                for s in det.weakest]
+        summary = {"analysis_id": analysis_id, "at": at, "writing_type": body.writing_type,
+                   "overall": det.overall["normalized"], "weakest": [s["criterion"] for s in det.weakest]}
+        await w.store.record(user_id, body.course_id or "default", weak,
+                             {s["criterion"]: s["normalized"] for s in det.scores}, summary)
+        profile_updated = True
+    info = w.scorer.info
+    response = AnalyzeResponse(
+        id=analysis_id, writing_type=body.writing_type, language=det.language, feedback_language=det.feedback_language,
+        scores=public_scores(det.scores), overall=det.overall, issues=[issue_dict(content, i) for i in issues],
+        metrics=det.analysis.metrics, feedback=det.feedback,
+        model={"scorer": w.scorer.version, "scorer_cross_prompt_qwk": info.get("cross_prompt_qwk_mean"),
+               "llm": llm_model},
+        degraded=degraded, degraded_reason=reason, user_id=user_id, profile_updated=profile_updated,
+        latency_ms=round((time.perf_counter() - started) * 1000, 1))
+    w.analyses.labels("writing", "degraded" if degraded else "ok").inc()
+    log.info("writing analysis", extra={"writing_type": body.writing_type, "language": det.language,
+                                        "degraded": degraded, "reason": reason, "issues": len(issues),
+                                        "profile_updated": profile_updated, "latency_ms": response.latency_ms})
+    return response
+
+
+def create_app(settings: WritingSettings | None = None) -> FastAPI:
+    settings = settings or WritingSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # Warm up jieba, the spell checker and the trees so the first request is not slow.
+        await run_in_threadpool(analyse_request, AnalyzeRequest(writing_type="essay", content="Warm up text. 热身。"),
+                                app.state.writing.scorer)
+        await run_in_threadpool(analyse_request, AnalyzeRequest(writing_type="essay", content="预热中文文本。"),
+                                app.state.writing.scorer)
+        yield
+        await app.state.writing.aclose()
+
+    async def redis_ready():
+        await app.state.writing.store.ping()
+
+    async def scorer_ready():
+        app.state.writing.scorer.version  # loaded at construction
+
+    async def ai_service_ready():
+        response = await app.state.writing.ai_client.get("/healthz", timeout=2.0)
+        response.raise_for_status()
+
+    app = create_service_app("writing", settings, lifespan=lifespan,
+                             readiness={"redis": redis_ready, "scorer": scorer_ready},
+                             optional_readiness={"ai_service": ai_service_ready})
+    app.state.writing = Writing(settings, app.state.metrics)
+    app.include_router(router)
+
+    original_openapi = app.openapi
+
+    def openapi():
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original_openapi()
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(
+            {k: v for k, v in AnalyzeRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+             .get("$defs", {}).items()})
+        schema["components"]["schemas"]["AnalyzeRequest"] = {
+            k: v for k, v in AnalyzeRequest.model_json_schema(ref_template="#/components/schemas/{model}").items()
+            if k != "$defs"}
+        return schema
+
+    app.openapi = openapi
+    return app

@@ -1,0 +1,157 @@
+"""Unit tests: metrics on hand-checked texts, scorer training/loading, validation, LLM output checks, profile merge."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.errors import OpenAIError
+from services.writing import metrics as M
+from services.writing.analysis import analyse_request, parse_request, span_fields
+from services.writing.llm import locate, validate
+from services.writing.schemas import AnalyzeRequest, AnalyzeResponse
+from services.writing.scorer import FEATURES, Scorer, to_scale
+from services.writing.store import merge
+from services.writing.train_scorer import main as train_main
+from services.writing.train_scorer import qwk
+from tests.writing.samples import CHINESE, ENGLISH, TRICKY
+
+DATA = Path("../shared/data/asap_aes")
+
+
+def test_english_counts_hand_checked():
+    text = "I like dogs. They are loyal, kind and fun!\n\nCats are fine too. Do you agree?"
+    a = M.analyse(text)
+    m = a.metrics
+    assert (m["language"], m["words"], m["sentences"], m["paragraphs"]) == ("en", 16, 4, 2)
+    assert m["sentence_length"]["mean"] == 4.0  # 3, 6, 4, 3 words
+    assert m["sentence_length"]["stdev"] == round(float(np.std([3, 6, 4, 3])), 2)
+    assert m["lexical_diversity"]["unique_words"] == 15  # "are" twice
+    assert m["spelling"]["errors"] == 0 and m["grammar"]["errors"] == 0
+
+
+def test_english_issues_and_transitions():
+    text = "However, i has a apple. The the cat is recieving food.It sleeps."
+    a = M.analyse(text)
+    quotes = {(i.type, text[i.start:i.end]) for i in a.issues}
+    assert ("grammar", "i") in quotes and ("grammar", "a apple") in quotes and ("grammar", "The the") in quotes
+    assert ("spelling", "recieving") in quotes and ("punctuation", "food.") in quotes
+    fix = next(i for i in a.issues if text[i.start:i.end] == "recieving").suggestion
+    assert "receiving" in fix
+    assert a.metrics["transitions"]["used"][0]["term"] == "however"
+
+
+def test_mtld_and_readability_reference_values():
+    assert M.mtld(["a", "b", "a", "b"] * 25) < M.mtld([f"w{i}" for i in range(100)])
+    assert M.syllables("banana") == 3 and M.syllables("cat") == 1
+    a = M.analyse("The cat sat on the mat.")
+    assert a.metrics["readability"]["flesch_reading_ease"] > 100  # one-syllable words, short sentence
+
+
+def test_chinese_counts_hand_checked():
+    text = "我喜欢读书。读书让我快乐！你呢？\n\n总之，读书很好。"
+    a = M.analyse(text)
+    m = a.metrics
+    assert m["language"] == "zh" and m["unit"] == "characters"
+    assert m["characters"] == 19 and m["sentences"] == 4 and m["paragraphs"] == 2
+    assert m["words"] >= 10 and m["transitions"]["used"][0]["term"] == "总之"
+    assert m["sentence_length"]["mean"] == round((5 + 5 + 2 + 7) / 4, 2)
+
+
+def test_chinese_is_not_a_zero_word_english_text():
+    a = M.analyse(CHINESE)
+    assert a.language == "zh" and a.metrics["words"] > 40 and a.metrics["characters"] > 80
+    assert any(i.type == "punctuation" and CHINESE[i.start:i.end] == "," for i in a.issues)
+
+
+@pytest.mark.parametrize("text", [ENGLISH, CHINESE, TRICKY])
+def test_every_span_is_exact(text):
+    request = AnalyzeRequest(writing_type="essay", content=text)
+    det = analyse_request(request, Scorer())
+    for issue in det.issues:
+        assert text[issue.start:issue.end] == issue.as_dict(text)["quote"]
+    for score in det.scores:
+        for ev in score["evidence"]:
+            assert text[ev["span"][0]:ev["span"][1]] == ev["quote"]
+
+
+def test_utf16_spans_after_emoji():
+    text = "😀 ab"
+    assert span_fields(text, 2, 4) == {"span": [2, 4], "span_utf16": [3, 5], "quote": "ab"}
+
+
+def test_validation_errors():
+    ok = dict(max_body_bytes=10_000, max_chars=1000)
+    with pytest.raises(OpenAIError) as e:
+        parse_request(b'{"writing_type":"essay","content":"  \\n "}', **ok)
+    assert e.value.status == 400
+    with pytest.raises(OpenAIError) as e:
+        parse_request(('{"writing_type":"essay","content":"' + "a" * 2000 + '"}').encode(), **ok)
+    assert e.value.status == 413
+    with pytest.raises(OpenAIError) as e:
+        parse_request(b'{"writing_type":"essay","content":"\xff\xfe"}', **ok)
+    assert e.value.status == 400
+    with pytest.raises(OpenAIError) as e:
+        parse_request(b'{"writing_type":"haiku","content":"text"}', **ok)
+    assert e.value.status == 400 and "literature_review" in str(e.value)
+    with pytest.raises(OpenAIError) as e:
+        parse_request(b'{"writing_type":"essay","content":"t","rubric":{"criteria":[{"id":"a"},{"id":"a"}]}}', **ok)
+    assert e.value.status == 422 and "unique" in str(e.value)
+    assert parse_request(b'{"writing_type":"summary","content":"fine text"}', **ok).writing_type == "summary"
+
+
+def test_llm_quotes_are_relocated_or_dropped():
+    content = "The results were  Significant in the second trial."
+    assert locate(content, "results were") == (4, 16)
+    assert locate(content, "results were significant") == (4, 29)  # case and whitespace repaired
+    assert locate(content, "a sentence that is not there") is None
+    issues, dropped = validate(content, {"issues": [
+        {"quote": "the second trial", "type": "evidence", "suggestion": "Say how many people took part."},
+        {"quote": "invented words", "type": "style", "suggestion": "This quote does not exist."}]}, "en")
+    assert dropped == 1 and len(issues) == 1 and content[issues[0].start:issues[0].end] == "second trial" or \
+        content[issues[0].start:issues[0].end] == "the second trial"
+
+
+def test_profile_merge():
+    weak = [{"criterion": "ideas", "skill": "thesis", "normalized": 0.2}]
+    p = merge({}, "u1", "default", weak, {"ideas": 0.2, "style": 0.8}, {"at": "2026-01-01T00:00:00Z"})
+    p = merge(p, "u1", "default", weak, {"ideas": 0.2}, {"at": "2026-01-02T00:00:00Z"})
+    assert p["weak_points"][0]["count"] == 2 and p["weak_points"][0]["first_seen"] == "2026-01-01T00:00:00Z"
+    p = merge(p, "u1", "default", [], {"ideas": 0.9}, {"at": "2026-01-03T00:00:00Z"})
+    assert p["weak_points"][0]["resolved"] is True and len(p["history"]) == 3
+
+
+def test_qwk_and_scale_mapping():
+    assert qwk([0, 1, 2, 3], [0, 1, 2, 3], 0, 3) == pytest.approx(1.0)
+    assert qwk([0, 0, 3, 3], [3, 3, 0, 0], 0, 3) < 0
+    assert to_scale(0.5, 1, 6) == 4.0 and to_scale(1.3, 0, 10, 0.5) == 10.0 and to_scale(0.33, 0, 10, 0.5) == 3.5
+
+
+@pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data/asap_aes")
+def test_scorer_trains_and_loads(tmp_path):
+    out = tmp_path / "scorer.pkl"
+    assert train_main(["--data", str(DATA), "--out", str(out), "--limit", "40", "--no-eval"]) == 0
+    scorer = Scorer(out)
+    good, poor = ENGLISH, "computers is bad. i dont like."
+    a, b = scorer.predict(good), scorer.predict(poor)
+    assert 0 <= b.holistic < a.holistic <= 1
+    assert set(a.traits) == {"ideas", "organization", "voice", "word_choice", "fluency", "conventions"}
+    bundle = pickle.loads(out.read_bytes())
+    bundle["features"] = ["other"]
+    out.write_bytes(pickle.dumps(bundle))
+    with pytest.raises(ValueError):
+        Scorer(out)
+
+
+def test_shipped_scorer_orders_quality():
+    scorer = Scorer()
+    assert len(scorer.info["features"]) == len(FEATURES)
+    assert scorer.predict(ENGLISH).holistic > scorer.predict("computers is bad. i dont like it.").holistic
+
+
+def test_response_schema_is_published():
+    schema = AnalyzeResponse.model_json_schema()
+    assert {"scores", "overall", "issues", "metrics", "feedback", "model", "degraded"} <= set(schema["required"])
