@@ -81,6 +81,7 @@ def main() -> None:
             f"http://localhost:{env.get('GRAPHRAG_PORT', '8002')}/readyz",
         "vLLM (through llm_server)": f"http://localhost:{env.get('LLM_SERVER_PORT', '8010')}/readyz",
         "guided (Socratic sessions, learner profiles)": f"http://localhost:{env.get('GUIDED_PORT', '8003')}/readyz",
+        "writing (essay analysis, calibrated scores)": f"http://localhost:{env.get('WRITING_PORT', '8004')}/readyz",
         "practice (persona role-play, intents, coaching)": f"http://localhost:{env.get('PRACTICE_PORT', '8006')}/readyz",
         "health (polls every service)": f"http://localhost:{env.get('HEALTH_PORT', '8005')}/readyz",
         "feedback (arena, votes, leaderboard, A/B)": f"http://localhost:{env.get('FEEDBACK_PORT', '8007')}/readyz",
@@ -122,6 +123,9 @@ Try:
        -H 'Content-Type: application/json' \\
        -d '{{"mode":"tutor","messages":[{{"role":"user","content":"How do I write a thesis statement?"}}]}}'
   With citations from the course reader: "mode":"tutor_rag" (or POST {gateway}/v1/chat/hybrid)
+  Analyse a sample essay (scores, issues with spans, feedback):
+  curl {gateway}/v1/writing/analyze -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
+       -d @services/writing/sample_request.json
   The openai SDK: OpenAI(base_url="{gateway}/v1", api_key="<the key above>")
 Ctrl-C stops everything.
 ===========================================================
