@@ -20,6 +20,16 @@ Variants:
               Full-length rows pack into sequences of equal length, which the
               attention runs as a [B, L] batch through SDPA (exact, faster there).
   pipeline_compile  pipeline + torch.compile of each decoder layer (no gain measured).
+  Since issue 14 ``pipeline`` also has FP8 frozen base weights and cuDNN-first SDPA (the defaults of
+  apply_speedups); modifiers joined with '+': nofp8, nocudnn, selN (N layers skip the checkpoint
+  recompute), mbM (micro-batches of M with gradient accumulation: equal tokens per step), compile.
+  e.g. pipeline+nofp8+nocudnn = the pipeline of issue 4; pipeline+mb2+sel8.
+
+DPO (``--dpo``): batch = sequences, first half chosen, second half rejected; policy = LoRA, reference =
+the same model with the adapter disabled (no_grad). Baseline log-probs: full logits + TRL-style per-row
+log_softmax; pipeline: packed row, hidden states -> speedups.chunked_token_logps.
+Loss curve (``--curve-data``, made by ``--make-curve-data``): N steps on real tokens, same rows and order
+for every variant (bench/results/sft_loss_curve_h200.md).
 
 Data: ``full`` = every example 3072 tokens (the issue's setting: nothing to pad);
 ``mixed`` (``--mixed-variants``, ``--mixed-batches``) = examples of random length in
@@ -35,7 +45,7 @@ fwd+bwd = 3x):
   MFU(LoRA) = (4*N + 6*L*d*s + 6*N_lora) * tokens/s / 989e12
               (what LoRA needs: frozen base forward 2N + activation grads 2N, no weight
               grads; the gradient-checkpointing recompute is not counted in either)
-989 TFLOP/s = H100 SXM bf16 dense peak.
+989 TFLOP/s = H100/H200 SXM bf16 dense peak (FP8 rows are measured against it too).
 
 Usage (on the GPU machine):
   python bench/bench_sft_gpu.py --variants baseline,liger,liger_lora,pipeline --batches 1,6 \
@@ -81,12 +91,38 @@ def flops_per_token(layers: int, seq: int, rank: int = 8) -> dict[str, float]:
 # ----------------------------------------------------------------------------- child
 
 
+def parse_variant(name: str) -> tuple[str, dict]:
+    """'pipeline+nofp8+nocudnn+sel8+mb2' -> ('pipeline', {...}). Modifiers (pipeline only):
+    nofp8 (bf16 base weights), nocudnn (SDPA's default order), selN (N layers skip the checkpoint
+    recompute), mbM (micro-batches of M with gradient accumulation: equal tokens per step), compile."""
+    parts = name.split("+")
+    mods = {"fp8": True, "cudnn": True, "sel": None, "mb": 0, "compile": False}
+    for m in parts[1:]:
+        if m == "nofp8":
+            mods["fp8"] = False
+        elif m == "nocudnn":
+            mods["cudnn"] = False
+        elif m == "compile":
+            mods["compile"] = True
+        elif m.startswith("sel"):
+            mods["sel"] = int(m[3:])
+        elif m.startswith("mb"):
+            mods["mb"] = int(m[2:])
+        else:
+            raise SystemExit(f"unknown variant modifier {m!r} in {name!r}")
+    if parts[0] == "pipeline_compile":
+        parts[0], mods["compile"] = "pipeline", True
+    return parts[0], mods
+
+
+
 def child(args) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
     variant = args.child
+    base_name, mods = parse_variant(variant)
     sp = load_speedups()
     torch.manual_seed(0)
     cfg = LlamaConfig(
@@ -116,12 +152,16 @@ def child(args) -> None:
     lcfg = LoraConfig(r=8, lora_alpha=32, lora_dropout=args.lora_dropout, target_modules=TARGETS, task_type="CAUSAL_LM")
     model = get_peft_model(model, lcfg)
     packed = False
-    if variant in ("liger", "liger_lora"):
+    if base_name in ("liger", "liger_lora"):
         model = sp.apply_speedups(
-            model, device="cuda", enable=True, liger=True, fused_lora=(variant == "liger_lora"), padding_free_attention=False
+            model, device="cuda", enable=True, liger=True, fused_lora=(base_name == "liger_lora"),
+            padding_free_attention=False, fp8=False, cudnn_attention=False,
         )
-    elif variant.startswith("pipeline"):
-        model = sp.apply_speedups(model, device="cuda", enable=True, compile_layers=(variant == "pipeline_compile"))
+    elif base_name.startswith("pipeline"):
+        model = sp.apply_speedups(
+            model, device="cuda", enable=True, compile_layers=mods["compile"], fp8=mods["fp8"],
+            cudnn_attention=mods["cudnn"], unchecked_layers=mods["sel"],
+        )
         packed = sp.describe(model).get("attention") == sp.VARLEN_ATTN_NAME
         if args.smoke_cpu and sp.register_varlen_attention() and sp._set_attn(model, sp.VARLEN_ATTN_NAME):
             packed = True
@@ -160,22 +200,89 @@ def child(args) -> None:
     fl = flops_per_token(args.layers, args.seq)
     d_model, n_layers = 4096, args.layers
 
+
+    hf = model.get_base_model()
+    inner, lm_head = hf.model, hf.lm_head
+
+    def dpo_logps(batch):
+        """Summed log-probs per sequence. Plain: full logits + TRL-style per-row log_softmax.
+        Pipeline: hidden states of one packed row, lm_head + log-softmax chunk by chunk."""
+        if "cu_seq_lens_q" in batch:
+            kw = {k: v for k, v in batch.items() if k != "labels"}
+            hidden = inner(**kw).last_hidden_state[0]  # [T, d]
+            lab = batch["labels"][0]
+            shifted = torch.cat([lab[1:], lab.new_full((1,), -100)])
+            tok = sp.chunked_token_logps(hidden, lm_head.weight, shifted)
+            cu = batch["cu_seq_lens_q"].long()
+            seq = torch.repeat_interleave(torch.arange(cu.numel() - 1, device=tok.device), cu[1:] - cu[:-1])
+            return torch.zeros(cu.numel() - 1, device=tok.device, dtype=tok.dtype).index_add_(0, seq, tok)
+        kw = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model(**kw).logits[:, :-1]
+        lab = batch["labels"][:, 1:]
+        rows = []
+        for lg, lb in zip(logits, lab):  # TRL's selective_log_softmax for bf16: one row at a time
+            lp = torch.log_softmax(lg.float(), dim=-1).gather(-1, lb.clamp(min=0)[:, None]).squeeze(-1)
+            rows.append((lp * (lb >= 0)).sum())
+        return torch.stack(rows)
+
+    def dpo_loss(batch):
+        pol = dpo_logps(batch)
+        with torch.no_grad(), model.disable_adapter():
+            ref = dpo_logps(batch)
+        n = pol.numel() // 2  # first half chosen, second half rejected
+        margin = (pol[:n] - ref[:n]) - (pol[n:] - ref[n:])
+        return -torch.nn.functional.logsigmoid(args.beta * margin).mean()
+
+    def forward_loss(batch):
+        with torch.autocast(dev, dtype=torch.bfloat16):
+            return dpo_loss(batch) if args.dpo else model(**batch).loss
+
+    def step(batch):
+        parts = batch if isinstance(batch, list) else [batch]
+        total = 0.0
+        for part in parts:  # micro-batches of one optimiser step (equal tokens per step)
+            loss = forward_loss(part)
+            (loss / len(parts)).backward()
+            total = total + loss.detach() / len(parts)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return total
+
     # numerical check: same weights (same seed), same tokens, no dropout, no grad
     g = torch.Generator(device=dev).manual_seed(1234)
     check = make_batch(2, g)[0]
     model.eval()
-    with torch.no_grad(), torch.autocast(dev, dtype=torch.bfloat16):
-        check_loss = float(model(**check).loss)
+    with torch.no_grad():
+        if args.dpo:  # policy == reference at init (LoRA B = 0): compare the mean token log-prob instead
+            with torch.autocast(dev, dtype=torch.bfloat16):
+                check_loss = float(-dpo_logps(check).sum() / (2 * (args.seq - 1)))
+        else:
+            check_loss = float(forward_loss(check))
     model.train()
     del check
 
-    def step(batch):
-        with torch.autocast(dev, dtype=torch.bfloat16):
-            loss = model(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
+    if args.curve_data:  # loss curve on real tokens: same rows, same order for every variant
+        tokens_all = torch.load(args.curve_data).long()
+        rows_all = tokens_all[: tokens_all.numel() // args.seq * args.seq].view(-1, args.seq)
+        order = torch.randperm(rows_all.shape[0], generator=torch.Generator().manual_seed(0))
+        bsz = args.batches[0]
+        for group in opt.param_groups:
+            group["lr"] = args.lr
+        losses, t1 = [], time.perf_counter()
+        for i in range(args.curve_steps):
+            idx = order[torch.arange(i * bsz, (i + 1) * bsz) % order.numel()]
+            ids = (rows_all[idx] % vocab).to(dev)  # (smoke model: tiny vocab)
+            batch = sp.flatten_batch(ids) if packed else {"input_ids": ids, "labels": ids}
+            losses.append(step(batch))
+        sync()
+        dt = time.perf_counter() - t1
+        print("RESULT " + json.dumps({"variant": variant, "data": "curve", "batch": bsz, "micro_batch": bsz,
+                                      "seq": args.seq, "ok": True, "applied": applied, "check_loss": check_loss,
+                                      "losses": [float(x) for x in losses], "step_s": dt / args.curve_steps,
+                                      "tokens_per_s": bsz * args.seq * args.curve_steps / dt,
+                                      "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda" else 0.0,
+                                      "mfu_6n": 0.0, "mfu_lora": 0.0}), flush=True)
+        return
 
     scenarios = [("full", b) for b in args.batches]
     if variant in args.mixed_variants:
@@ -183,12 +290,20 @@ def child(args) -> None:
     for data, bsz in scenarios:
         g = torch.Generator(device=dev).manual_seed(bsz)
         cpu_gen.manual_seed(100 + bsz)
-        batches = [make_batch(bsz, g, data) for _ in range(2)]
+        mb = mods["mb"] or bsz
+        if bsz % mb:
+            mb = bsz
+        batches = []
+        for _ in range(2):
+            parts = [make_batch(mb, g, data) for _ in range(bsz // mb)]
+            batches.append(([p[0] for p in parts] if len(parts) > 1 else parts[0][0],
+                            sum(p[1] for p in parts), sum(p[2] for p in parts)))
         sync()
         if dev == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        res = {"variant": variant, "data": data, "batch": bsz, "seq": args.seq, "applied": applied,
+        res = {"variant": variant, "data": data, "batch": bsz, "micro_batch": mb, "dpo": args.dpo, "seq": args.seq,
+               "applied": applied,
                "packed": packed, "check_loss": check_loss}
         try:
             tw = time.time()
@@ -217,6 +332,9 @@ def child(args) -> None:
             attn = 6 * n_layers * d_model * sq
             flops_6n = 6 * fl["N"] * tokens + attn
             flops_lora = 4 * fl["N"] * tokens + attn + 6 * fl["N_lora"] * tokens
+            if args.dpo:  # + the reference forward (adapter disabled): 2N per token + causal attention fwd
+                flops_6n += 2 * fl["N"] * tokens + attn / 3
+                flops_lora += 2 * fl["N"] * tokens + attn / 3
             res.update(
                 ok=True,
                 tokens=tokens,
@@ -242,13 +360,13 @@ def child(args) -> None:
 def fmt_table(rows: list[dict]) -> str:
     base = {(r["data"], r["batch"]): r for r in rows if r["variant"] == "baseline" and r.get("ok")}
     out = [
-        "| data | batch | variant | tokens/s | step s | peak GiB | MFU 6N | MFU LoRA | tok/s vs baseline | peak vs baseline |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| data | batch | micro | variant | tokens/s | step s | peak GiB | MFU 6N | MFU LoRA | tok/s vs baseline | peak vs baseline | check loss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["data"] != "full", r["batch"])):
-        head = f"| {r['data']} | {r['batch']} | {r['variant']} |"
+        head = f"| {r['data']} | {r['batch']} | {r.get('micro_batch', r['batch'])} | {r['variant']} |"
         if not r.get("ok"):
-            out.append(f"{head} {r.get('error', 'failed')[:60]} | | {r.get('peak_gib', 0):.1f} | | | | |")
+            out.append(f"{head} {r.get('error', 'failed')[:60]} | | {r.get('peak_gib', 0):.1f} | | | | | |")
             continue
         b = base.get((r["data"], r["batch"]))
         tps = r["tokens_per_s"]
@@ -256,9 +374,25 @@ def fmt_table(rows: list[dict]) -> str:
         mem = f"{r['peak_gib'] / b['peak_gib']:.0%}" if b and b["peak_gib"] > 0 else "-"
         out.append(
             f"{head} {tps:,.0f} | {r['step_s']:.3f} | {r['peak_gib']:.1f} | {r['mfu_6n']:.1%} | "
-            f"{r['mfu_lora']:.1%} | {ratio} | {mem} |"
+            f"{r['mfu_lora']:.1%} | {ratio} | {mem} | {r.get('check_loss', float('nan')):.4f} |"
         )
     return "\n".join(out)
+
+
+def make_curve_data(out: str, tokenizer_json: str, source: str = "../shared/data/mathdial/test.jsonl") -> None:
+    """Real tokens for the loss curve: every MathDial dialogue as 'Question: ...' + its turns, one 1-D int32 tensor."""
+    import torch
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(tokenizer_json)
+    ids: list[int] = []
+    for line in Path(source).read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        text = "Question: " + rec["question"] + "\n" + rec.get("conversation", "").replace("|EOM|", "\n") + "\n\n"
+        ids.extend(tok.encode(text).ids)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(torch.tensor(ids, dtype=torch.int32), out)
+    print(f"{len(ids)} tokens -> {out}")
 
 
 def main() -> None:
@@ -279,7 +413,21 @@ def main() -> None:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--smoke-cpu", action="store_true", help="tiny model on the CPU: plumbing check only")
     ap.add_argument("--profile", action="store_true", help="write a torch.profiler table per scenario to --out")
+    ap.add_argument("--dpo", action="store_true", help="DPO steps: batch = sequences (half chosen, half rejected); "
+                    "policy = LoRA, reference = the same model with the adapter disabled")
+    ap.add_argument("--beta", type=float, default=0.1)
+    ap.add_argument("--tag", default="", help="suffix of the output files (e.g. dpo)")
+    ap.add_argument("--curve-data", default="", help="token ids (torch.save of a 1-D int tensor): run a loss curve "
+                    "of --curve-steps steps at batch --batches[0] on these real tokens instead of the timing")
+    ap.add_argument("--curve-steps", type=int, default=200)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--make-curve-data", default="", metavar="OUT.pt",
+                    help="tokenise MathDial (../shared/data/mathdial/test.jsonl) with --tokenizer into OUT.pt and exit")
+    ap.add_argument("--tokenizer", default=str(Path.home() / ".cache/tutorstack/models/SmolLM2-135M-Instruct/tokenizer.json"))
     args = ap.parse_args()
+    if args.make_curve_data:
+        make_curve_data(args.make_curve_data, args.tokenizer)
+        return
     args.batches = [int(b) for b in str(args.batches).split(",") if b]
     args.mixed_batches = [int(b) for b in str(args.mixed_batches).split(",") if b]
     args.mixed_variants = [v for v in str(args.mixed_variants).split(",") if v]
@@ -318,7 +466,9 @@ def main() -> None:
                "--seq", str(args.seq), "--layers", str(args.layers), "--warmup", str(args.warmup),
                "--steps", str(args.steps), "--lora-dropout", str(args.lora_dropout),
                "--mixed-variants", ",".join(args.mixed_variants),
-               "--mixed-batches", ",".join(map(str, args.mixed_batches))] + (["--smoke-cpu"] if args.smoke_cpu else []) + (
+               "--mixed-batches", ",".join(map(str, args.mixed_batches)), "--beta", str(args.beta),
+               "--curve-data", args.curve_data, "--curve-steps", str(args.curve_steps), "--lr", str(args.lr)] + (
+            ["--dpo"] if args.dpo else []) + (["--smoke-cpu"] if args.smoke_cpu else []) + (
             ["--profile", "--out", str(args.out)] if args.profile else [])
         env_c = dict(os.environ, PYTORCH_CUDA_ALLOC_CONF="expandable_segments:True", PYTHONUNBUFFERED="1")
         got = []
@@ -343,9 +493,10 @@ def main() -> None:
     table = fmt_table(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_sft_gpu.json").write_text(json.dumps({"env": env, "args": vars(args), "rows": rows}, indent=1))
-    (out / "bench_sft_gpu_table.md").write_text(table + "\n")
-    print(f"\nseq {args.seq}, {args.layers} layers, LoRA r=8 dropout {args.lora_dropout}, "
+    stem = "bench_sft_gpu" + (f"_{args.tag}" if args.tag else "")
+    (out / f"{stem}.json").write_text(json.dumps({"env": env, "args": vars(args), "rows": rows}, indent=1))
+    (out / f"{stem}_table.md").write_text(table + "\n")
+    print(f"\n{'DPO' if args.dpo else 'SFT'} seq {args.seq}, {args.layers} layers, LoRA r=8 dropout {args.lora_dropout}, "
           f"warmup {args.warmup} + {args.steps} timed steps, {env['device']}")
     print(table)
 

@@ -61,6 +61,11 @@ class TrainConfig:
     bf16: str = "auto"  # auto | true | false; auto = bf16 where the GPU supports it
     seed: int = 42
     speedups: bool = True  # training.speedups.apply_speedups (fused kernels on GPU; no-op on CPU)
+    # Each speed-up below is one switch, on by default; each falls back (with a log line) where it can't run.
+    fp8: bool = True  # frozen base weights stored and multiplied in FP8 (CUDA cc >= 8.9); LoRA stays bf16/fp32
+    cudnn_attention: bool = True  # cuDNN first in SDPA's backend order
+    unchecked_layers: int = -1  # decoder layers that skip the checkpoint recompute; -1 = as many as fit the budget
+    activation_budget_gib: float = 0.0  # budget for those layers' activations; 0 = 40% of the GPU memory left free
 
     # Bookkeeping
     logging_steps: int = 10
@@ -103,6 +108,10 @@ class TrainConfig:
             errors.append(f"method must be lora or qlora, not {self.method!r}")
         if self.bf16 not in ("auto", "true", "false", True, False):
             errors.append("bf16 must be auto, true or false")
+        if int(self.unchecked_layers) < -1:
+            errors.append("unchecked_layers must be -1 (auto) or >= 0")
+        if float(self.activation_budget_gib) < 0:
+            errors.append("activation_budget_gib must be >= 0")
         for name in ("lora_r", "lora_alpha", "per_device_batch_size", "gradient_accumulation_steps",
                      "max_length", "logging_steps", "save_steps"):
             if int(getattr(self, name)) < 1:

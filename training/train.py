@@ -19,9 +19,37 @@ from typing import Any
 from training import manifest
 from training.config import TrainConfig
 from training.dataspec import DataError, load_records, read_records, to_template_messages
-from training.modeling import detect_device, load_model, load_tokenizer, lora_config, resolve_method, use_bf16, with_speedups
+from training.modeling import detect_device, load_model, load_tokenizer, lora_config, resolve_method, use_bf16
+
 
 log = logging.getLogger("training")
+
+
+# ---------------------------------------------------------------- speed-ups
+
+
+def with_speedups(model, config: TrainConfig, device):
+    """training.speedups with the config's switches (each falls back with a log line off a capable GPU)."""
+    if not config.speedups:
+        log.info("speedups: disabled by config; model unchanged")
+        return model
+    try:
+        from training.speedups import apply_speedups
+    except ImportError as exc:
+        log.info("speedups unavailable (%s); model unchanged", exc)
+        return model
+    budget = float(config.activation_budget_gib)
+    if config.gradient_checkpointing and config.unchecked_layers < 0 and budget <= 0 and device.name.startswith("cuda"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info()
+        budget = 0.4 * free / 2**30
+    tokens = int(config.per_device_batch_size) * int(config.max_length)
+    return apply_speedups(
+        model, device=device.name, enable=True, fp8=config.fp8, cudnn_attention=config.cudnn_attention,
+        unchecked_layers=config.unchecked_layers if config.gradient_checkpointing else None,
+        activation_budget_gib=budget, tokens_per_micro_batch=tokens,
+    )
 
 
 # ---------------------------------------------------------------- data
@@ -159,7 +187,7 @@ def run_sft(config: TrainConfig, *, resume: bool = True, callbacks: list | None 
     tokenizer = load_tokenizer(config.base_model)
     model = load_model(config.base_model, method=method, device=device, bf16=bf16)
     model = get_peft_model(model, lora_config(config))
-    model = with_speedups(model, device=device.name, enable=config.speedups)
+    model = with_speedups(model, config, device)
     checkpoint = _prepare_run(config, resume)
     args = SFTConfig(packing=config.packing, eval_strategy="no", **common_args(config, device, bf16))
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
@@ -192,7 +220,7 @@ def run_dpo(config: TrainConfig, *, resume: bool = True, callbacks: list | None 
     tokenizer = load_tokenizer(config.base_model)
     model = load_model(config.base_model, method=method, device=device, bf16=bf16)
     model = PeftModel.from_pretrained(model, config.sft_adapter, is_trainable=True)
-    model = with_speedups(model, device=device.name, enable=config.speedups)
+    model = with_speedups(model, config, device)
     checkpoint = _prepare_run(config, resume)
     args = DPOConfig(beta=config.beta, **common_args(config, device, bf16))
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),

@@ -206,3 +206,145 @@ def test_varlen_attention_mixed_lengths_matches_separate_sequences():
     padded = model(input_ids=ids, attention_mask=mask).logits
     for i, s in enumerate(seqs):
         torch.testing.assert_close(padded[i, : len(s)], ref(input_ids=s[None]).logits[0], rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ issue 14: new switches
+
+
+def test_chunked_token_logps_matches_full_log_softmax():
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    labels = torch.randint(0, 50, (37,))
+    labels[[0, 5, 36]] = -100
+    got = speedups.chunked_token_logps(hidden, weight, labels, chunk=8)
+    full = torch.log_softmax(hidden @ weight.t(), dim=-1).gather(1, labels.clamp(min=0)[:, None]).squeeze(1)
+    ref = torch.where(labels >= 0, full, torch.zeros_like(full))
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    assert got[[0, 5, 36]].abs().sum() == 0
+    g1 = torch.autograd.grad(got.sum(), (hidden, weight))
+    g2 = torch.autograd.grad(ref.sum(), (hidden, weight))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # frozen lm_head: the fused path (gradient computed in the forward pass), weighted upstream gradient
+    frozen = weight.detach()
+    got = speedups.chunked_token_logps(hidden, frozen, labels, chunk=8)
+    torch.testing.assert_close(got, ref.detach(), rtol=1e-5, atol=1e-5)
+    w = torch.randn(37)
+    ref_f = torch.log_softmax(hidden @ frozen.t(), -1).gather(1, labels.clamp(min=0)[:, None]).squeeze(1)
+    ref_f = torch.where(labels >= 0, ref_f, torch.zeros_like(ref_f))
+    torch.testing.assert_close(torch.autograd.grad((got * w).sum(), hidden)[0],
+                               torch.autograd.grad((ref_f * w).sum(), hidden)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_selective_checkpointing_survives_gradient_checkpointing_enable():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=50, use_cache=False)
+    model = lora(LlamaForCausalLM._from_config(cfg, dtype=torch.float32))
+    model.gradient_checkpointing_enable()
+    assert speedups.set_selective_checkpointing(model, 3) == 3
+    layers = model.base_model.model.model.layers
+    assert [layer.gradient_checkpointing for layer in layers] == [True, False, False, False]
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # as HF Trainer does
+    assert [layer.gradient_checkpointing for layer in layers] == [True, False, False, False]
+    model.train()
+    ids = torch.randint(0, 50, (2, 8))
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+    assert speedups.set_selective_checkpointing(model, 99) == 4  # clamped to the layer count
+
+
+def test_auto_unchecked_layers_fits_budget():
+    model = tiny_llama()
+    per_layer = speedups.activation_bytes_per_token(model.config) * 100
+    assert speedups.auto_unchecked_layers(model, 100, per_layer * 1.5) == 1
+    assert speedups.auto_unchecked_layers(model, 100, per_layer * 10) == 2  # only 2 layers
+    assert speedups.auto_unchecked_layers(model, 100, 0) == 0
+    # Llama-3.1-8B shape: about 0.2 MB per token and layer (bf16 activations + dropout masks)
+    from transformers import LlamaConfig
+
+    big = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8)
+    assert 150_000 < speedups.activation_bytes_per_token(big) < 260_000
+
+
+def test_fp8_falls_back_off_hopper(caplog):
+    if torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9):
+        pytest.skip("this machine has FP8 tensor cores")
+    assert not speedups.fp8_available()
+    model = lora(tiny_llama())
+    with caplog.at_level(logging.INFO, logger="training.speedups"):
+        speedups.apply_speedups(model, device="cpu", enable=True, fp8=True)
+    assert "not CUDA" in caplog.text
+    assert not any(hasattr(m, "_ts_fp8_w") for m in model.modules())
+
+
+def test_config_switches_and_train_helper(caplog):
+    from training.config import TrainConfig
+    from training.train import with_speedups
+
+    cfg = TrainConfig()
+    assert cfg.speedups and cfg.fp8 and cfg.cudnn_attention and cfg.unchecked_layers == -1
+    with pytest.raises(ValueError, match="unchecked_layers"):
+        TrainConfig.from_dict({"unchecked_layers": -2})
+    assert TrainConfig.from_dict({"fp8": False, "unchecked_layers": 4}).unchecked_layers == 4
+
+    class Dev:
+        name = "cpu"
+
+    model = lora(tiny_llama())
+    with caplog.at_level(logging.INFO):
+        assert with_speedups(model, TrainConfig.from_dict({"speedups": False}), Dev()) is model
+        assert with_speedups(model, cfg, Dev()) is model
+    assert "disabled by config" in caplog.text and "not CUDA" in caplog.text
+    assert not any(hasattr(m, "_tutorstack_orig_forward") for m in model.modules())
+
+
+# ------------------------------------------------------------- FP8 (runs only on Ada/Hopper)
+
+fp8_only = pytest.mark.skipif(not speedups.fp8_available(), reason="needs CUDA compute capability >= 8.9")
+
+
+def _rel(a, b):
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+@fp8_only
+def test_fp8_quantize_rowwise_kernel():
+    x = torch.randn(37, 4096 + 48, device="cuda", dtype=torch.bfloat16) * 3
+    col = torch.rand(x.shape[1], device="cuda") + 0.5
+    for c in (None, col):
+        q, s = speedups.quantize_rowwise_fp8(x, c)
+        ref = x.float() * (c if c is not None else 1.0)
+        torch.testing.assert_close(s[:, 0], ref.abs().amax(1) / 448.0, rtol=1e-6, atol=0)
+        assert q.dtype == torch.float8_e4m3fn and torch.isfinite(q.float()).all()
+        assert _rel(q.float() * s, ref) < 0.04
+
+
+@fp8_only
+def test_fp8_fused_lora_matches_bf16_within_fp8_noise():
+    model = lora(tiny_llama()).cuda().to(torch.bfloat16)
+    ref = copy.deepcopy(model)
+    speedups.fuse_lora_linears(model)
+    speedups.fuse_lora_linears(ref)
+    # widen the tiny model's layer: FP8 GEMMs need dims that are multiples of 16 (64 and 128 are)
+    assert speedups.convert_frozen_linears_fp8(model) == 2 * len(TARGETS)
+    q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert q_proj.base_layer.weight.numel() == 0 and q_proj.base_layer._ts_fp8_w.dtype == torch.float8_e4m3fn
+    ids = torch.randint(0, 101, (2, 40), device="cuda")
+    model.train(), ref.train()
+    l_fp8, g_fp8 = _loss_and_grads(model, ids)
+    l_ref, g_ref = _loss_and_grads(ref, ids)
+    assert abs(float(l_fp8) - float(l_ref)) < 0.02 * abs(float(l_ref))
+    assert g_fp8.keys() == g_ref.keys()
+    for k in g_ref:
+        assert _rel(g_fp8[k], g_ref[k]) < 0.15, k
+    with model.disable_adapter():  # reference pass of DPO: base only, through the FP8 base forward
+        with torch.no_grad():
+            base_fp8 = model(input_ids=ids).logits
+    with ref.disable_adapter():
+        with torch.no_grad():
+            base_ref = ref(input_ids=ids).logits
+    assert _rel(base_fp8, base_ref) < 0.08
