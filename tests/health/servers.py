@@ -45,11 +45,14 @@ class FakeService:
                     body = json.dumps({"status": "not_ready" if mode == "not_ready" else "ready", "checks": checks,
                                        "degraded": ["graphrag"] if mode == "degraded" else []}).encode()
                     status = 503 if mode == "not_ready" else 200
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):  # the poller gave up (timeout): expected
+                    pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
