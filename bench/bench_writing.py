@@ -1,0 +1,127 @@
+"""Writing analysis bench: scorer quality (ASAP-AES QWK, cross-prompt and prompt-specific) and latency.
+
+    python bench/bench_writing.py                       # QWK + in-process latency (deterministic + LLM if reachable)
+    python bench/bench_writing.py --gateway http://localhost:8080 --key $KEY   # + end-to-end through the gateway
+    python bench/bench_writing.py --skip-qwk --runs 20
+
+QWK: for each ASAP prompt (1-6, 8) the scorer is trained on the other prompts and the held-out predictions are
+mapped back to that prompt's score range (cross-prompt), and 5-fold inside each prompt (prompt-specific), using
+services/writing/train_scorer.py's evaluation. Latency: a ~600-word essay, p50/p95 over --runs requests.
+Results are printed as markdown and written to bench/results/writing.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ESSAY_600 = " ".join([
+    "Many people believe that schools should replace printed textbooks with tablets, and i think this idea deserves "
+    "a careful look before anyone spends money on it. First, tablets can hold hundreds of books, so students would "
+    "no longer carry heavy bags every day. For example, a student in my class carries almost ten kilograms of books, "
+    "which is bad for his back. Secondly, digital books can be updated quickly when new discoveries are made, while "
+    "printed books stay the same for years.",
+    "However, there are also serious problems. Tablets are expensive, and not every family can afford to repair one "
+    "when it breaks. Screens can distract students, because games and messages are always one click away. Some "
+    "research suggests that people remember less when they read on a screen than when they read on paper. In "
+    "addition, schools would need strong wifi and technical staff, which many schools do not have.",
+] * 4)
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def bench_qwk(data: Path) -> tuple[str, dict]:
+    import numpy as np
+
+    from services.writing import train_scorer as T
+
+    rows = T.load(data)
+    x = T.featurise(rows, Path("/tmp/tutorstack_writing_features.npz"))
+    prompts = np.array([r["prompt"] for r in rows])
+    y = np.array([T.norm(r["score"], r["prompt"]) for r in rows])
+    started = time.time()
+    result = T.evaluate(rows, x, y, prompts)
+    return T.report_md(result, len(rows), time.time() - started), result
+
+
+def bench_latency(runs: int, with_llm: bool) -> list[str]:
+    from fastapi.testclient import TestClient
+
+    from services.writing.app import create_app
+    from services.writing.settings import WritingSettings
+
+    settings = WritingSettings(APP_ENV="dev", WRITING_LLM_ENABLED=with_llm)
+    body = {"writing_type": "argumentative", "content": ESSAY_600, "student_profile": {"level": "high_school",
+                                                                                        "lang": "en"}}
+    times, degraded = [], 0
+    with TestClient(create_app(settings)) as client:
+        for _ in range(runs):
+            t = time.perf_counter()
+            response = client.post("/v1/writing/analyze", json=body)
+            times.append(time.perf_counter() - t)
+            assert response.status_code == 200, response.text
+            degraded += response.json()["degraded"] if with_llm else 0
+    words = len(ESSAY_600.split())
+    label = "in-process, deterministic only (scorer, metrics, rules)" if not with_llm else \
+        f"in-process with the LLM via {settings.ai_service_url} (degraded {degraded}/{runs})"
+    return [f"| {label} | {words} | {runs} | {statistics.median(times):.3f} | {pct(times, 0.95):.3f} |"]
+
+
+def bench_gateway(url: str, key: str, runs: int) -> list[str]:
+    import httpx
+
+    body = {"writing_type": "argumentative", "content": ESSAY_600, "student_profile": {"level": "high_school",
+                                                                                        "lang": "en"}}
+    times, degraded = [], 0
+    for _ in range(runs):
+        t = time.perf_counter()
+        response = httpx.post(f"{url}/v1/writing/analyze", json=body, timeout=60,
+                              headers={"authorization": f"Bearer {key}"})
+        times.append(time.perf_counter() - t)
+        assert response.status_code == 200, response.text
+        degraded += response.json()["degraded"]
+    return [f"| through the gateway, LLM included (degraded {degraded}/{runs}) | {len(ESSAY_600.split())} | {runs} "
+            f"| {statistics.median(times):.3f} | {pct(times, 0.95):.3f} |"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", type=Path, default=Path("../shared/data/asap_aes"))
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--skip-qwk", action="store_true")
+    ap.add_argument("--with-llm", action="store_true", help="also in-process with the LLM (needs AI_SERVICE_URL)")
+    ap.add_argument("--gateway", default="")
+    ap.add_argument("--key", default=os.environ.get("TUTORSTACK_API_KEY", ""))
+    args = ap.parse_args()
+    out = [f"# Writing analysis bench\n\nMachine: {os.cpu_count()} CPU cores, "
+           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n"]
+    if not args.skip_qwk:
+        md, _ = bench_qwk(args.data)
+        out.append(md.replace("# Writing scorer", "## Scorer"))
+    rows = ["## Latency (600-word essay)", "", "| path | words | runs | p50 s | p95 s |", "|---|---|---|---|---|"]
+    rows += bench_latency(args.runs, False)
+    if args.with_llm:
+        rows += bench_latency(args.runs, True)
+    if args.gateway and args.key:
+        rows += bench_gateway(args.gateway, args.key, args.runs)
+    out.append("\n".join(rows) + "\n")
+    text = "\n".join(out)
+    print(text)
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "writing.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
