@@ -337,7 +337,8 @@ def run_loop_command(args) -> int:
     if args.command == "loop":
         report = run_loop(args.family, mode=args.mode, db=args.db, out_dir=args.out_dir, config=args.config,
                           base_model=args.base_model, max_steps=args.max_steps, learning_rate=args.lr,
-                          max_length=args.max_length, batch_size=args.batch_size, min_pairs=args.min_pairs, min_agreement=args.min_agreement, since=args.since,
+                          max_length=args.max_length, batch_size=args.batch_size, min_pairs=args.min_pairs,
+                          min_agreement=args.min_agreement, since=args.since,
                           holdout=args.holdout, regression_set=args.regression_set,
                           regression_limit=args.regression_limit, max_ppl_increase=args.max_ppl_increase,
                           adapters_dir=args.adapters_dir, control_url=args.control_url,
