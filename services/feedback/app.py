@@ -22,7 +22,6 @@ import re
 import shutil
 import time
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
