@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_RE = re.compile(f"[{CJK}]")
 _LATIN_RE = re.compile(r"[A-Za-z]")
-_WORD_RE = re.compile(r"[A-Za-z]+(?:['’][A-Za-z]+)*")
+_LATIN = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f"
+# A word may carry combining marks ("cafe\u0301" is one word) and inner apostrophes.
+_WORD_RE = re.compile(f"[{_LATIN}][{_LATIN}\u0300-\u036f]*(?:['’][{_LATIN}][{_LATIN}\u0300-\u036f]*)*")
 _EN_SENT_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)")
 _ZH_SENT_END = re.compile(r"[。！？；…!?]+[”’」』）)]*")
 _PARA_SPLIT = re.compile(r"\n\s*\n|\n")
@@ -333,7 +335,7 @@ def _analyse_en(text: str, analysis: Analysis, *, spelling: bool, suggestions: b
     if spelling:
         checker = spell_checker()
         candidates = [(s, e, w) for s, e, w in words
-                      if w.isalpha() and not w[:1].isupper() and not (s > 0 and text[s - 1] == "@") and len(w) > 1]
+                      if w.isascii() and w.isalpha() and not w[:1].isupper() and not (s > 0 and text[s - 1] == "@") and len(w) > 1]
         unknown = checker.unknown([w.lower() for _, _, w in candidates])
         for s, e, w in candidates:
             if w.lower() in unknown:

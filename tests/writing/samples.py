@@ -17,6 +17,6 @@ CHINESE = (
 )
 # Emoji (outside the BMP), combining characters (e + U+0301), CJK and Latin mixed.
 TRICKY = (
-    "Cafe\u0301 culture 😀 is grate for students. i think the the best cafe\u0301s are quiet 📚 and cheap. "
+    "Cafe\u0301 culture 😀 is great for students. i think the the best cafe\u0301s are quiet 📚 and cheap. "
     "学生喜欢在咖啡馆学习😀。Many students studys there every day, because it is a calm place to work."
 )
