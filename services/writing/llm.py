@@ -21,13 +21,13 @@ SCHEMA = {
     "type": "object",
     "properties": {
         "issues": {
-            "type": "array", "maxItems": 2,
+            "type": "array", "minItems": 1, "maxItems": 1,
             "items": {
                 "type": "object",
                 "properties": {
-                    "quote": {"type": "string", "maxLength": 120},
+                    "quote": {"type": "string", "minLength": 3, "maxLength": 50},
                     "type": {"type": "string", "enum": list(LLM_TYPES)},
-                    "suggestion": {"type": "string", "maxLength": 160},
+                    "suggestion": {"type": "string", "minLength": 8, "maxLength": 90},
                 },
                 "required": ["quote", "type", "suggestion"],
                 "additionalProperties": False,
@@ -68,6 +68,32 @@ def locate(content: str, quote: str, taken: set[tuple[int, int]] | None = None) 
     return (m.start(), m.end()) if m else None
 
 
+def loads_lenient(text: str):
+    """json.loads, or, for output cut at max_tokens, the same text with its open string/containers closed."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    stack, in_string, escaped = [], False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "[{":
+            stack.append("]" if ch == "[" else "}")
+        elif ch in "]}" and stack:
+            stack.pop()
+    repaired = text + ('"' if in_string else "") + "".join(reversed(stack))
+    return json.loads(repaired)  # raises ValueError when it cannot be repaired
+
+
 def validate(content: str, payload: dict, lang: str) -> tuple[list[Issue], int]:
     issues, dropped, seen = [], 0, set()
     for item in payload.get("issues") or []:
@@ -93,7 +119,7 @@ def _prompt(content: str, writing_type: str, lang: str, weakest: list[str], assi
               f"and write each suggestion in {language}.")
     user = (f"Writing type: {writing_type}. Weakest areas: {', '.join(weakest)}.\n"
             + (f"Assignment: {assignment[:300]}\n" if assignment else "")
-            + f"Text:\n{excerpt}\n\nGive up to 2 issues: an exact quote, its type, and a concrete suggestion.")
+            + f"Text:\n{excerpt}\n\nGive 1 issue: a short exact quote (a few words), its type, and a concrete suggestion.")
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -130,7 +156,7 @@ class LlmReviewer:
                     continue
                 data = response.json()
                 text = data["choices"][0]["message"].get("content") or ""
-                payload = json.loads(text)
+                payload = loads_lenient(text)
                 if not isinstance(payload, dict):
                     raise ValueError("not an object")
             except (asyncio.TimeoutError, httpx.TimeoutException):

@@ -23,7 +23,7 @@ class WritingSettings(ServiceSettings):
     # The LLM part: time budget for all attempts (the whole analysis targets < 5 s), tokens, attempts.
     llm_enabled: bool = Field(default=True, validation_alias="WRITING_LLM_ENABLED")
     llm_budget_sec: float = Field(default=3.5, gt=0, validation_alias="WRITING_LLM_BUDGET_SEC")
-    llm_max_tokens: int = Field(default=72, ge=16, le=512, validation_alias="WRITING_LLM_MAX_TOKENS")
+    llm_max_tokens: int = Field(default=64, ge=16, le=512, validation_alias="WRITING_LLM_MAX_TOKENS")
     llm_attempts: int = Field(default=2, ge=1, le=3, validation_alias="WRITING_LLM_ATTEMPTS")
     llm_model: str = Field(default="", validation_alias="WRITING_LLM_MODEL")
     # The learner profile key (docs/learner-profile.md); guided reads the same setting.

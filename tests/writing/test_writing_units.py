@@ -155,3 +155,52 @@ def test_shipped_scorer_orders_quality():
 def test_response_schema_is_published():
     schema = AnalyzeResponse.model_json_schema()
     assert {"scores", "overall", "issues", "metrics", "feedback", "model", "degraded"} <= set(schema["required"])
+
+
+def test_truncated_llm_json_is_closed():
+    from services.writing.llm import loads_lenient
+
+    assert loads_lenient('{"issues": [{"quote": "a \\"b') == {"issues": [{"quote": 'a "b'}]}
+    with pytest.raises(ValueError):
+        loads_lenient("not json at all")
+
+
+def _reviewer(replies: list):
+    import asyncio
+
+    import httpx
+
+    from services.writing.llm import LlmReviewer
+
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        reply = replies[min(len(calls) - 1, len(replies) - 1)]
+        if isinstance(reply, int):
+            return httpx.Response(reply, json={"error": {"message": "x"}})
+        return httpx.Response(200, json={"model": "m", "choices": [{"message": {"content": reply}}]})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://ai")
+    reviewer = LlmReviewer(client, budget_sec=5, max_tokens=64, attempts=2)
+    run = lambda: asyncio.run(reviewer.review(ENGLISH, writing_type="essay", lang="en", weakest=["ideas"],
+                                              assignment=None, headers={}))
+    return run, calls
+
+
+def test_llm_retried_once_then_fails():
+    from services.writing.llm import LlmFailed
+
+    good = '{"issues": [{"quote": "homework should be banned", "type": "content", "suggestion": "Say who wants it banned."}]}'
+    run, calls = _reviewer(["{not json", good])
+    result = run()
+    assert len(calls) == 2 and result.attempts == 2 and result.model == "m"
+    issue = result.issues[0]
+    assert ENGLISH[issue.start:issue.end] == "homework should be banned" and issue.source == "llm"
+    body = calls[0].read().decode()
+    assert '"json_schema"' in body and '"max_tokens":64' in body
+    assert calls[0].headers["x-data-classification"] == "private"
+    run, calls = _reviewer([500, "[]"])
+    with pytest.raises(LlmFailed):
+        run()
+    assert len(calls) == 2
