@@ -182,10 +182,19 @@ def rss_mb(proc: Process) -> float:
     return total / 2**20
 
 
-def profile_top(raw_file: Path, top: int = 15) -> list[str]:
-    """Top functions by inclusive and self samples from py-spy's collapsed stacks."""
+def _frame_parts(frame: str) -> tuple[str, str]:
+    """('func (pkg/file.py)', 'pkg') from py-spy's 'func (pkg/file.py:123)'."""
+    name, _, where = frame.partition(" (")
+    path = where.rsplit(":", 1)[0]
+    return f"{name} ({path})", path.split("/", 1)[0] if "/" in path else path
+
+
+def profile_top(raw_file: Path, top: int = 15, own_packages=("gateway", "ai_service", "common")) -> list[str]:
+    """From py-spy's collapsed stacks: self samples by function and by package, and inclusive samples of
+    the project's own functions (line numbers merged)."""
     inclusive: collections.Counter = collections.Counter()
     own: collections.Counter = collections.Counter()
+    by_package: collections.Counter = collections.Counter()
     total = 0
     for line in raw_file.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -193,17 +202,20 @@ def profile_top(raw_file: Path, top: int = 15) -> list[str]:
             continue
         n = int(count)
         total += n
-        frames = stack.split(";")
-        for frame in set(frames):
-            inclusive[frame] += n
-        own[frames[-1]] += n
-    out = [f"  samples: {total}", "  self (top):"]
+        frames = [_frame_parts(f) for f in stack.split(";") if " (" in f]
+        if not frames:
+            continue
+        for func in {f for f, pkg in frames if pkg in own_packages}:
+            inclusive[func] += n
+        own[frames[-1][0]] += n
+        by_package[frames[-1][1]] += n
+    total = max(total, 1)
+    out = [f"  samples: {total}", "  self, by function (top):"]
     out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
-    out += ["  inclusive (top, below the event loop):"]
-    skip = ("<module>", "run (", "run_until_complete", "run_forever", "_run_once", "_run (", "serve", "main (",
-            "startup", "run_module", "_run_code", "<lambda>")
-    shown = [(f, n) for f, n in inclusive.most_common(80) if not any(s in f for s in skip)][:top]
-    out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in shown]
+    out += ["  self, by package (the event loop's C code and syscalls count as asyncio):"]
+    out += [f"    {100 * n / total:5.1f}%  {p}" for p, n in by_package.most_common(10)]
+    out += [f"  inclusive, the project's own functions ({', '.join(own_packages)}):"]
+    out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)]
     return out
 
 
@@ -272,7 +284,8 @@ def main() -> None:
                    "gateway only": (alone_port, path, bearer),
                    "tutorstack": (gateway_port, path, bearer)}
         cores = os.cpu_count()
-        machine = f"{cores} CPU cores, load generator on the same machine, gateway workers {args.gateway_workers}"
+        machine = (f"{cores} CPU cores, load generator on the same machine, gateway workers {args.gateway_workers}, "
+                   f"load average at start {os.getloadavg()[0]:.1f}")
 
         if args.profile:
             seconds = 20
@@ -299,17 +312,27 @@ def main() -> None:
             return
 
         if args.soak:
-            start_rss = {name: rss_mb(platform.processes[name]) for name in ("gateway", "ai_service")}
-            result = load(*targets["tutorstack"], 64, duration=args.soak)
-            end_rss = {name: rss_mb(platform.processes[name]) for name in ("gateway", "ai_service")}
-            say(f"## Soak: 64 clients for {args.soak:.0f} s through the gateway ({machine})\n")
-            say("| requests | req/s | p50 ms | p99 ms | errors | statuses | gateway RSS start -> end MB "
-                "| ai_service RSS start -> end MB |")
-            say("|---:|---:|---:|---:|---:|---|---|---|")
-            say(f"| {result['n']} | {result['rps']:.0f} | {result['p50']:.1f} | {result['p99']:.1f} "
-                f"| {result['errors']} | {result['statuses']} "
-                f"| {start_rss['gateway']:.0f} -> {end_rss['gateway']:.0f} "
-                f"| {start_rss['ai_service']:.0f} -> {end_rss['ai_service']:.0f} |")
+            say(f"## Soak: 64 clients for {args.soak:.0f} s per target ({machine})\n")
+            say("RSS (whole process tree) before any load, after a 5 s warm-up at 64 clients, and at the end.\n")
+            say("| target | requests | req/s | p50 ms | p99 ms | p99/p50 | errors | statuses "
+                "| gateway RSS MB: cold / warm -> end | ai_service RSS MB: cold / warm -> end |")
+            say("|---|---:|---:|---:|---:|---:|---:|---|---|---|")
+            watched = {"gateway only": {"gateway": alone},
+                       "tutorstack": {"gateway": platform.processes["gateway"],
+                                      "ai_service": platform.processes["ai_service"]}}
+            for target in ("gateway only", "tutorstack"):
+                procs_of = watched[target]
+                cold = {name: rss_mb(p) for name, p in procs_of.items()}
+                load(*targets[target], 64, duration=5)
+                warm = {name: rss_mb(p) for name, p in procs_of.items()}
+                result = load(*targets[target], 64, duration=args.soak)
+                end = {name: rss_mb(p) for name, p in procs_of.items()}
+                cells = [f"{cold[n]:.0f} / {warm[n]:.0f} -> {end[n]:.0f}" if n in procs_of else "-"
+                         for n in ("gateway", "ai_service")]
+                say(f"| {target} | {result['n']} | {result['rps']:.0f} | {result['p50']:.1f} | {result['p99']:.1f} "
+                    f"| {result['p99'] / max(result['p50'], 1e-9):.1f} | {result['errors']} | {result['statuses']} "
+                    f"| {cells[0]} | {cells[1]} |")
+            say(f"\nload average at the end {os.getloadavg()[0]:.1f}")
             (RESULTS / f"{args.output}_soak.md").write_text("\n".join(lines) + "\n")
             return
 

@@ -11,6 +11,11 @@ import aiohttp
 from yarl import URL
 
 
+# Idle pooled connections are dropped before uvicorn's own keep-alive timeout (5 s) closes them
+# on ai_service's side, so a request never goes out on a connection the server is closing.
+KEEPALIVE_SEC = 4.0
+
+
 class Upstream:
     def __init__(self, base_url: str, read_timeout: float, max_connections: int):
         self.base_url = base_url.rstrip("/")
@@ -22,7 +27,7 @@ class Upstream:
         # Created on first use, inside the worker's running event loop.
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_connections,
-                                             keepalive_timeout=30, ttl_dns_cache=60)
+                                             keepalive_timeout=KEEPALIVE_SEC, ttl_dns_cache=60)
             self._session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=False, skip_auto_headers=("Accept-Encoding",),
                 # no progress for read_timeout seconds fails the request; a slow but progressing stream does not
