@@ -42,6 +42,7 @@ SECRETS_BY_SERVICE: dict[str, frozenset[str]] = {
     "practice": frozenset({"PRACTICE_API_TOKEN", "AI_SERVICE_INTERNAL_TOKEN"}),
     "feedback": frozenset({"FEEDBACK_API_TOKEN", "AI_SERVICE_INTERNAL_TOKEN", "LLM_SERVER_API_TOKEN"}),
     "health": frozenset({"HEALTH_API_TOKEN"}),
+    "vllm": frozenset({"LLM_API_KEY_LOCAL"}),  # the engine itself: its --api-key
     "console": frozenset(),
     "redis": frozenset(),
 }
