@@ -77,7 +77,7 @@ async def analyze(request: Request, caller: Caller = Depends(require_service_tok
     w.seconds.labels("writing", "deterministic").observe(time.perf_counter() - started)
     content = body.content
     issues = list(det.issues)
-    degraded, reason, llm_model = False, None, None
+    degraded, reason, llm_model, llm_added, llm_dropped = False, None, None, 0, 0
     if w.settings.llm_enabled:
         llm_started = time.perf_counter()
         try:
@@ -85,7 +85,9 @@ async def analyze(request: Request, caller: Caller = Depends(require_service_tok
                                         weakest=[s["name"] for s in det.weakest], assignment=body.prompt,
                                         headers=service_headers(w.settings.ai_service_internal_token, caller))
             taken = {(i.start, i.end) for i in issues}
-            issues += [i for i in result.issues if (i.start, i.end) not in taken]
+            added = [i for i in result.issues if (i.start, i.end) not in taken]
+            issues += added
+            llm_added, llm_dropped = len(added), result.dropped
             llm_model = result.model
             if result.dropped:
                 w.llm_dropped.labels("writing").inc(result.dropped)
@@ -122,6 +124,7 @@ async def analyze(request: Request, caller: Caller = Depends(require_service_tok
     w.analyses.labels("writing", "degraded" if degraded else "ok").inc()
     log.info("writing analysis", extra={"writing_type": body.writing_type, "language": det.language,
                                         "degraded": degraded, "reason": reason, "issues": len(issues),
+                                        "llm_issues": llm_added, "llm_dropped": llm_dropped,
                                         "profile_updated": profile_updated, "latency_ms": response.latency_ms})
     return response
 
