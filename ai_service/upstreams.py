@@ -312,9 +312,25 @@ async def _gather_completion(first_chunk: bytes, chunks: AsyncIterator[bytes], c
             break
         for event in parser.feed(chunk):
             accumulator.add(event)
+    if parser.done:
+        await _drain(chunks)
     if not parser.done:
         raise httpx.RemoteProtocolError("the stream ended before [DONE]")
     return accumulator.result()
+
+
+async def _drain(chunks: AsyncIterator[bytes], budget: float = 0.5, limit: int = 64 * 1024) -> None:
+    """Read what follows [DONE] (the end of the chunked body) so the connection goes back to the pool
+    instead of being closed: otherwise every request pays a new TCP connection to the model server."""
+    read = 0
+    try:
+        async with asyncio.timeout(budget):
+            async for chunk in chunks:
+                read += len(chunk)
+                if read > limit:
+                    return
+    except (TimeoutError, httpx.HTTPError):
+        pass
 
 
 class SSEParser:
