@@ -177,7 +177,7 @@ def main() -> int:
     parser.add_argument("--cv", action="store_true", help="re-run the cross-validation (several minutes)")
     args = parser.parse_args()
     personas = load_personas(DEFAULT_PERSONAS_DIR)
-    out = ["# Practice benchmark", "", f"`python bench/bench_practice.py --openings {args.openings}` on "
+    out = ["# Practice benchmark", "", f"`python bench/bench_practice.py {' '.join(sys.argv[1:])}` on "
            f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}.", ""]
 
     if args.cv:

@@ -12,6 +12,9 @@ PRACTICE_ENV = {
     "PRACTICE_AB_LLM_SHARE": "0.5",
     "PRACTICE_LLM_BUDGET_SEC": "40",  # 2 shared cores: generous, the fallback test kills vLLM instead
     "PRACTICE_ENGINE_OVERRIDE_KEY": "practice:test:engine_override",
+    # the base model: the sample `peer` adapter keeps the persona far less often (7% against 27%,
+    # bench/results/practice_peer.md and practice.md); the adapter choice itself is unit-tested
+    "PRACTICE_LLM_ADAPTER": "",
 }
 
 
