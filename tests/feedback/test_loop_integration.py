@@ -6,6 +6,7 @@ on held-out prompts, the split is live in the gateway's responses, and rollback 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def test_loop_round_trip(stack, feedback, base_model, tmp_path, monkeypatch):
         "# Feedback loop on CPU (SmolLM2-135M, tiny DPO)\n\n"
         f"{report['steps']['export']['train_pairs']} training pairs from {report['steps']['export']['votes_read']} "
         f"scripted votes (90% for the coach style); {new['pairs']} held-out pairs; "
-        f"{report['steps']['dpo']['metrics']['global_step']} DPO steps; loop {report['elapsed_s']} s.\n\n"
+        f"{report['steps']['dpo']['metrics']['global_step']} DPO steps; loop {report['elapsed_s']} s on "
+        f"{os.cpu_count()} CPU cores (load average at the end {os.getloadavg()[0]:.1f}).\n\n"
         "| version | held-out preference accuracy | mean log-prob margin (chosen - rejected) | regression ppl |\n"
         "|---|---|---|---|\n"
         f"| {evaluation['old']['adapter']} | {old['accuracy']:.2f} | {old['mean_margin']:+.3f} | "
