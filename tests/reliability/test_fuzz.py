@@ -38,9 +38,22 @@ def stub_upstream():
     thread.join(timeout=5)
 
 
-def fuzz(app, headers: dict[str, str], examples: int = EXAMPLES) -> tuple[int, list[str]]:
-    """Runs every operation of `app`'s schema; returns (cases run, failures)."""
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+def dependency_outage(response) -> bool:
+    """A 502/503/504 in OpenAI shape that names a dependency this test left unreachable on purpose
+    (the internal services run here without ai_service or llm_server): a correct answer, not a bug."""
+    try:
+        error = response.json()["error"]
+    except Exception:
+        return False
+    return set(error) == {"message", "type", "param", "code"} and "unreachable" in error["message"] + (error["code"] or "") \
+        or (error["code"] or "").endswith(("_unavailable", "_timeout"))
+
+
+def fuzz(app, headers: dict[str, str], examples: int = EXAMPLES, base_url: str | None = None) -> tuple[int, list[str]]:
+    """Runs every operation of `app`'s schema (in-process, or over HTTP at `base_url`); returns
+    (cases run, failures)."""
+    schema = (schemathesis.openapi.from_url(f"{base_url}/openapi.json") if base_url
+              else schemathesis.openapi.from_asgi("/openapi.json", app))
     cases, failures = 0, []
     for result, mode in [(r, m) for r in schema.get_all_operations() for m in schemathesis.GenerationMode]:
         operation = result.ok()
@@ -51,9 +64,9 @@ def fuzz(app, headers: dict[str, str], examples: int = EXAMPLES) -> tuple[int, l
         def check(case):
             nonlocal cases
             cases += 1
-            response = case.call(headers=headers)
+            response = case.call(headers=headers, **({"base_url": base_url} if base_url else {}))
             label = f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}"
-            if response.status_code >= 500:
+            if response.status_code >= 500 and (response.status_code == 500 or not dependency_outage(response)):
                 failures.append(label)
             elif response.status_code >= 400:
                 try:
@@ -111,4 +124,51 @@ def test_llm_server_control_api_never_answers_5xx_to_generated_requests(stub_ups
     app = create_app(settings, vllm=VllmClient(stub_upstream, "stub-key"))
     cases, failures = fuzz(app, {"x-tutorstack-service-token": TOKEN})
     assert cases > 10
+    assert not failures, "\n".join(failures[:10])
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    from tests.support.processes import start_redis
+
+    proc, url = start_redis(tmp_path_factory.mktemp("fuzz-redis"))
+    yield url
+    proc.stop()
+
+
+# The internal services: each with its own settings class, its token, real Redis, and ai_service
+# pointing at nothing (their LLM calls fail over to their deterministic paths, which must not 500).
+INTERNAL = [("guided", "GuidedSettings"), ("practice", "PracticeSettings"), ("health", "HealthSettings"),
+            ("feedback", "FeedbackSettings"), ("writing", "WritingSettings")]
+
+
+@pytest.mark.parametrize("service,settings_class", INTERNAL)
+def test_internal_services_never_answer_5xx_to_generated_requests(service, settings_class, redis_url, tmp_path,
+                                                                  monkeypatch):
+    import importlib
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.chdir(tmp_path)  # services that keep files (feedback's SQLite) keep them here
+    for name, value in {"APP_ENV": "test", f"{service.upper()}_API_TOKEN": TOKEN, "REDIS_URL": redis_url,
+                        "AI_SERVICE_URL": dead, "AI_SERVICE_INTERNAL_TOKEN": "internal",
+                        "HEALTH_TARGETS": f"dead={dead}/readyz", "FEEDBACK_DB_PATH": str(tmp_path / "feedback.db"),
+                        "LLM_SERVER_API_TOKEN": "x", "LLM_SERVER_URL": dead}.items():
+        monkeypatch.setenv(name, value)
+    settings = getattr(importlib.import_module(f"services.{service}.settings"), settings_class)()
+    app = importlib.import_module(f"services.{service}.app").create_app(settings)
+    # Over real HTTP: the app's Redis and HTTP clients live on the server's one event loop.
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        cases, failures = fuzz(app, {"x-tutorstack-service-token": TOKEN, "x-tutorstack-key-id": "fuzz",
+                                     "x-tutorstack-role": "admin", "x-tutorstack-user-id": "fuzz-user"},
+                               examples=10, base_url=f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert cases > 5
     assert not failures, "\n".join(failures[:10])
