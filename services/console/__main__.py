@@ -6,20 +6,12 @@ import sys
 
 
 def main() -> int:
-    from pydantic import ValidationError
-
+    from common.serve import serve
     from services.console.settings import ConsoleSettings
-
-    try:
-        settings = ConsoleSettings()
-    except ValidationError as exc:
-        sys.exit(f"console: invalid configuration:\n{exc}")
-    import uvicorn
 
     from services.console.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                timeout_graceful_shutdown=5)
+    serve('console', ConsoleSettings, create_app)
     return 0
 
 

@@ -12,22 +12,15 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    from pydantic import ValidationError
-
+    from common.serve import load_settings, serve
     from services.feedback.settings import FeedbackSettings
 
     command = argv[0] if argv else "serve"
-    try:
-        settings = FeedbackSettings()
-    except ValidationError as exc:
-        sys.exit(f"feedback: invalid configuration:\n{exc}")
+    settings = load_settings('feedback', FeedbackSettings)
     if command == "serve":
-        import uvicorn
-
         from services.feedback.app import create_app
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                    timeout_graceful_shutdown=5)
+        serve('feedback', settings, create_app)
         return 0
     if command == "seed-demo":
         from services.feedback.demo import seed_demo

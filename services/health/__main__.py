@@ -23,21 +23,14 @@ def main(argv: list[str]) -> int:
             return 0 if all(c.status in SERVING for c in checks) else 1
 
         return asyncio.run(run())
-    from pydantic import ValidationError
-
+    from common.serve import load_settings, serve
     from services.health.settings import HealthSettings
 
-    try:
-        settings = HealthSettings()
-    except ValidationError as exc:
-        sys.exit(f"health: invalid configuration:\n{exc}")
+    settings = load_settings('health', HealthSettings)
     if command == "serve":
-        import uvicorn
-
         from services.health.app import create_app
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                    timeout_graceful_shutdown=5)
+        serve('health', settings, create_app)
         return 0
     if command == "once":
         from services.health.poller import Poller, overall_status

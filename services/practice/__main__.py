@@ -17,21 +17,14 @@ def main(argv: list[str]) -> int:
         from services.practice.train_intents import main as train_main
 
         return train_main(rest)
-    from pydantic import ValidationError
-
+    from common.serve import load_settings, serve
     from services.practice.settings import PracticeSettings
 
-    try:
-        settings = PracticeSettings()
-    except ValidationError as exc:
-        sys.exit(f"practice: invalid configuration:\n{exc}")
+    settings = load_settings('practice', PracticeSettings)
     if command == "serve":
-        import uvicorn
-
         from services.practice.app import create_app
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                    timeout_graceful_shutdown=5)
+        serve('practice', settings, create_app)
         return 0
     if command == "engine" and rest and rest[0] in ("rules", "llm", "clear", "show"):
         from services.practice.store import PracticeStore

@@ -15,20 +15,12 @@ def main(argv: list[str]) -> int:
     if command != "serve":
         print("usage: python -m services.writing [serve | train ...]", file=sys.stderr)
         return 2
-    from pydantic import ValidationError
-
+    from common.serve import serve
     from services.writing.settings import WritingSettings
-
-    try:
-        settings = WritingSettings()
-    except ValidationError as exc:
-        sys.exit(f"writing: invalid configuration:\n{exc}")
-    import uvicorn
 
     from services.writing.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                timeout_graceful_shutdown=5)
+    serve('writing', WritingSettings, create_app)
     return 0
 
 
