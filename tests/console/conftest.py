@@ -33,7 +33,10 @@ def console_url(stack, feedback):  # noqa: F811
     proc.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope (all browser tests live in one module, so Chromium still starts once): Playwright's
+# sync API keeps an event loop running in the main thread while it is open, which would break every
+# later test that calls asyncio.run().
+@pytest.fixture(scope="module")
 def browser():
     path = chromium_path()
     if path is None:
