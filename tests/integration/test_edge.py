@@ -136,7 +136,9 @@ def test_no_private_request_reaches_the_cloud_whatever_the_local_fault(faults):
         before = faults.cloud_proxy.requests_seen
         response = post(faults, "/v1/chat/completions", {"model": BASE_MODEL, "messages": HELLO, "max_tokens": 4},
                         timeout=60)
-        assert response.status_code >= 500, (mode, response.text)
+        # Refused, or (a stall after a first chunk that already held the whole short answer) served
+        # locally; never by the cloud.
+        assert response.status_code >= 500 or response.headers["x-tutorstack-upstream"] == "local", (mode, response.text)
         assert faults.cloud_proxy.requests_seen == before, mode
         faults.local_proxy.set_mode("pass")
         time.sleep(1.2)  # let the breaker half-open again between faults

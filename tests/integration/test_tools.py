@@ -98,7 +98,8 @@ def test_a_bad_argument_goes_back_to_the_model_not_a_500(faults):
     body = response.json()
     assert body["tool_trace"][0]["status"] == "invalid_arguments" and "query" in body["tool_trace"][0]["error"]
     assert body["choices"][0]["message"]["content"] == "I could not search, sorry."
-    tool_messages = [m for m in faults.local_proxy.last_body["messages"] if m["role"] == "tool"]
+    chats = [json.loads(b) for b in faults.local_proxy.bodies_seen if b.startswith(b"{") and b'"messages"' in b]
+    tool_messages = [m for m in chats[-1]["messages"] if m["role"] == "tool"]
     assert "invalid arguments" in tool_messages[0]["content"]
 
 

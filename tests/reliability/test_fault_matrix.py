@@ -179,7 +179,8 @@ def restore(state) -> None:
     state["local"].revive()
     state["local"].set_mode("pass")
     state["graphrag"].revive()
-    time.sleep(2.2)  # CIRCUIT_RESET_SEC=2: the breaker half-opens again
+    time.sleep(2.2)  # CIRCUIT_RESET_SEC=2: the breaker half-opens again ...
+    one_request(state, 0, stream=False, private=False)  # ... and one trial closes it: each cell starts clean
 
 
 def restart_redis(state, down_for: float) -> None:
