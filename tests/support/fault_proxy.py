@@ -26,7 +26,7 @@ class FaultProxy:
         self.target = target.rstrip("/")
         self.port = port
         self.mode = "pass"
-        self.requests_seen = 0
+        self.requests_seen = 0  # chat completions only: readiness probes (GET /models) poll on their own clock
         self.chunk_delay = 0.5  # seconds between chunks in "slow" mode
         self.script = ""  # the answer streamed in "script" mode, word by word, instead of asking the upstream
         self.last_body: dict | None = None  # the last JSON request body seen
@@ -77,7 +77,8 @@ class FaultProxy:
 
     # --- forwarding ------------------------------------------------------------------------
     async def _handle(self, request: Request) -> Response:
-        self.requests_seen += 1
+        if request.url.path.endswith("/chat/completions"):
+            self.requests_seen += 1
         mode = self.mode
         if mode == "hang":
             await asyncio.sleep(3600)
