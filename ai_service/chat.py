@@ -54,10 +54,7 @@ class ChatEngine:
     async def local_models(self, *, fresh: bool = False) -> list[dict]:
         """The local vLLM's model list (base model and loaded LoRA adapters), briefly cached."""
         if fresh or time.monotonic() - self._models_fetched_at > MODEL_LIST_TTL_SEC:
-            local = self.router.upstreams[Tier.LOCAL]
-            response = await local.client.get("/models", headers=local.headers())
-            response.raise_for_status()
-            self._models = response.json().get("data", [])
+            self._models = await self.router.upstreams[Tier.LOCAL].models()
             self._models_fetched_at = time.monotonic()
         return self._models
 
@@ -165,9 +162,7 @@ class ChatEngine:
         await self.local_models(fresh=True)
 
     async def check_cloud(self) -> None:
-        cloud = self.router.upstreams[Tier.CLOUD]
-        response = await cloud.client.get("/models", headers=cloud.headers())
-        response.raise_for_status()
+        await self.router.upstreams[Tier.CLOUD].models()
 
     def response_headers(self, served: Served, classification: str) -> dict[str, str]:
         return {

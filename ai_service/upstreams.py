@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from ai_service.routing import (
     BREAKER_FAILURES,
@@ -22,8 +22,9 @@ from ai_service.routing import (
     classify_status,
     should_fall_back,
 )
+from ai_service.transport import HTTPPool, dumps, loads
 from common.errors import OpenAIError, error_body_for_status
-from common.http import make_client, request_id_headers
+from common.http import request_id_headers
 from common.metrics import ServiceMetrics
 
 log = logging.getLogger("ai_service.upstreams")
@@ -38,10 +39,15 @@ class Upstream:
     timeout: float  # no first token, or no progress, within this many seconds: the upstream hangs
     deadline: float  # the whole answer, however well it progresses
     breaker: CircuitBreaker
-    client: httpx.AsyncClient
+    client: HTTPPool  # pooled keep-alive connections to base_url (ai_service.transport)
 
     def headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.api_key}", **request_id_headers()}
+
+    async def models(self) -> list[dict]:
+        """The upstream's model list (GET /models)."""
+        body = await self.client.get_json("/models", headers=self.headers(), timeout=self.timeout)
+        return body.get("data", []) if isinstance(body, dict) else []
 
 
 @dataclass
@@ -135,36 +141,37 @@ class UpstreamRouter:
                 return Failure.CIRCUIT_OPEN, "circuit breaker open"
             clock = ProgressClock(upstream.timeout, upstream.deadline)
             started = time.perf_counter()
-            response: httpx.Response | None = None
+            response: aiohttp.ClientResponse | None = None
             upstream_body = {**body, "stream": True}
             if not stream:
                 upstream_body["stream_options"] = {"include_usage": True}
             try:
-                request = upstream.client.build_request("POST", "/chat/completions", json=upstream_body,
-                                                        headers=upstream.headers())
-                response = await clock.within(upstream.client.send(request, stream=True))
-                failure = classify_status(response.status_code)
+                response = await clock.within(
+                    upstream.client.post_json("/chat/completions", upstream_body, upstream.headers()))
+                failure = classify_status(response.status)
                 if failure is not None:
-                    await clock.within(response.aread())
-                    await response.aclose()
+                    raw_body = await clock.within(response.read())
+                    response.release()
                     if failure is Failure.CLIENT_ERROR:
                         # The upstream is healthy and the request is wrong: returned, never retried.
                         attempt.success()
                         self.metrics.attempts.labels(upstream.tier.value, failure.value, stream_label).inc()
-                        return Served(upstream.tier, body["model"], response.status_code, body=_json_or_error(response))
+                        return Served(upstream.tier, body["model"], response.status,
+                                      body=_json_or_error(response.status, raw_body))
                     attempt.failure()
                     self.metrics.attempts.labels(upstream.tier.value, failure.value, stream_label).inc()
-                    return failure, f"HTTP {response.status_code}: {_error_message(response)}"
+                    return failure, f"HTTP {response.status}: {_error_message(raw_body)}"
                 if not _is_event_stream(response):
                     # An upstream that ignores stream=true (some cloud proxies) answers one JSON body.
-                    await clock.within(response.aread())
-                    completion = _json_or_error(response)
+                    raw_body = await clock.within(response.read())
+                    response.release()
+                    completion = _json_or_error(response.status, raw_body)
                     attempt.success()
                     self._record_ok(upstream, stream_label, started)
                     if stream:
                         return Served(upstream.tier, body["model"], 200, chunks=_completion_as_sse(completion))
                     return Served(upstream.tier, body["model"], 200, body=completion)
-                raw = response.aiter_raw()
+                raw = response.content.iter_any()
                 first_chunk = await clock.within(anext(raw))
             except Exception as exc:  # every way an attempt can fail is a verdict on the upstream
                 await _close_quietly(response)
@@ -175,7 +182,7 @@ class UpstreamRouter:
             attempt.success()  # the first token came: the upstream is alive
             self._record_ok(upstream, stream_label, started)
             if stream:
-                return Served(upstream.tier, body["model"], response.status_code,
+                return Served(upstream.tier, body["model"], response.status,
                               chunks=self._relay(upstream, response, first_chunk, raw, clock))
         # A client that wants one JSON answer: gather the stream, still watching its progress. Nothing has
         # reached the client yet, so a failure here may still fall back to the next tier.
@@ -200,7 +207,7 @@ class UpstreamRouter:
                                                    "error": repr(exc)[:200]})
         return failure, detail
 
-    async def _relay(self, upstream: Upstream, response: httpx.Response, first_chunk: bytes,
+    async def _relay(self, upstream: Upstream, response: aiohttp.ClientResponse, first_chunk: bytes,
                      chunks: AsyncIterator[bytes], clock: "ProgressClock") -> AsyncIterator[bytes]:
         """Yields the upstream's SSE bytes as they come. After the first byte there is no
         fallback: a failure (or a stall longer than the timeout) ends the stream with an in-band
@@ -267,36 +274,41 @@ def _cancel(awaitable) -> None:
 def _failure_of(exc: BaseException, clock: ProgressClock, upstream: Upstream) -> tuple[Failure, str]:
     if isinstance(exc, DeadlineExceeded):
         return Failure.DEADLINE, "the answer was still coming when the request deadline passed"
-    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+    if isinstance(exc, TimeoutError):  # aiohttp's own timeouts are TimeoutErrors too
         return Failure.TIMEOUT, f"no first token or no progress within {clock.timeout:g}s"
-    if isinstance(exc, (httpx.TransportError, StopAsyncIteration)):
+    if isinstance(exc, (aiohttp.ClientError, OSError, StopAsyncIteration)):
         return Failure.CONNECT, type(exc).__name__
     if isinstance(exc, OpenAIError):
         return Failure.BAD_RESPONSE, exc.message
     return Failure.BAD_RESPONSE, f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-async def _close_quietly(response: httpx.Response | None) -> None:
+async def _close_quietly(response: aiohttp.ClientResponse | None) -> None:
+    """Back to the pool when the body was read to its end; the connection is closed otherwise."""
     if response is not None:
         try:
-            await response.aclose()
+            response.release()
         except Exception:  # closing a broken connection may fail too; nothing is left to do
             pass
 
 
-def _is_event_stream(response: httpx.Response) -> bool:
+def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
     return response.headers.get("content-type", "").startswith("text/event-stream")
 
 
-def _error_message(response: httpx.Response) -> str:
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def _error_message(raw: bytes) -> str:
     try:
-        body = response.json()
+        body = loads(raw)
         if isinstance(body, dict):
             error = body.get("error")
             return str(error.get("message") if isinstance(error, dict) else body.get("message") or body)[:200]
     except ValueError:
         pass
-    return response.text[:200]
+    return _text(raw)[:200]
 
 
 async def _gather_completion(first_chunk: bytes, chunks: AsyncIterator[bytes], clock: ProgressClock) -> dict:
@@ -315,7 +327,7 @@ async def _gather_completion(first_chunk: bytes, chunks: AsyncIterator[bytes], c
     if parser.done:
         await _drain(chunks)
     if not parser.done:
-        raise httpx.RemoteProtocolError("the stream ended before [DONE]")
+        raise aiohttp.ClientPayloadError("the stream ended before [DONE]")
     return accumulator.result()
 
 
@@ -329,7 +341,7 @@ async def _drain(chunks: AsyncIterator[bytes], budget: float = 0.5, limit: int =
                 read += len(chunk)
                 if read > limit:
                     return
-    except (TimeoutError, httpx.HTTPError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         pass
 
 
@@ -353,7 +365,7 @@ class SSEParser:
                 self.done = True
                 continue
             try:
-                event = json.loads(data)
+                event = loads(data)
             except ValueError as exc:
                 raise UpstreamStreamError(f"an event that is not JSON: {data[:80]!r}") from exc
             if not isinstance(event, dict):
@@ -445,36 +457,37 @@ def sse_error_event(status: int, message: str, code: str) -> bytes:
     return f"data: {json.dumps(error_body_for_status(status, message, code=code))}\n\n".encode()
 
 
-def _json_or_error(response: httpx.Response) -> dict:
+def _json_or_error(status: int, raw: bytes) -> dict:
     try:
-        body = response.json()
+        body = loads(raw)
     except ValueError:
         body = None
-    if response.status_code < 400:
+    if status < 400:
         if not isinstance(body, dict):
             raise OpenAIError(502, "The upstream answered with a body that is not JSON.", code="upstream_bad_response")
         return body
     # Normalise the upstream's error to the OpenAI shape (vLLM versions differ here).
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return body
-    message = body.get("message") if isinstance(body, dict) else response.text[:500]
-    return error_body_for_status(response.status_code, str(message or f"HTTP {response.status_code}"))
+    message = body.get("message") if isinstance(body, dict) else _text(raw)[:500]
+    return error_body_for_status(status, str(message or f"HTTP {status}"))
+
+
+def make_upstream(tier: Tier, base_url: str, api_key: str, model: str, timeout: float, settings) -> Upstream:
+    """One model server: its pooled connections (ai_service.transport.HTTPPool) and its own breaker."""
+    return Upstream(tier, base_url, api_key, model, timeout, settings.llm_request_deadline_sec,
+                    CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_reset_sec),
+                    HTTPPool(base_url, connect_timeout=min(timeout, 5.0)))
 
 
 def build_upstreams(settings, metrics: ServiceMetrics) -> UpstreamRouter:
+    """Every upstream is built here (one place): the local vLLM, and the cloud tier when configured."""
     upstreams = {
-        Tier.LOCAL: Upstream(
-            Tier.LOCAL, settings.llm_base_url_local, settings.llm_api_key_local, settings.llm_model_local,
-            settings.llm_local_timeout_sec, settings.llm_request_deadline_sec,
-            CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_reset_sec),
-            make_client(settings.llm_base_url_local, settings.llm_local_timeout_sec),
-        ),
+        Tier.LOCAL: make_upstream(Tier.LOCAL, settings.llm_base_url_local, settings.llm_api_key_local,
+                                  settings.llm_model_local, settings.llm_local_timeout_sec, settings),
     }
     if settings.cloud_configured:
-        upstreams[Tier.CLOUD] = Upstream(
-            Tier.CLOUD, settings.llm_base_url_cloud, settings.llm_api_key_cloud or "none", settings.llm_model_cloud,
-            settings.llm_cloud_timeout_sec, settings.llm_request_deadline_sec,
-            CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_reset_sec),
-            make_client(settings.llm_base_url_cloud, settings.llm_cloud_timeout_sec),
-        )
+        upstreams[Tier.CLOUD] = make_upstream(Tier.CLOUD, settings.llm_base_url_cloud,
+                                              settings.llm_api_key_cloud or "none", settings.llm_model_cloud,
+                                              settings.llm_cloud_timeout_sec, settings)
     return UpstreamRouter(upstreams, UpstreamMetrics(metrics))

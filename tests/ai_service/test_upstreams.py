@@ -2,18 +2,22 @@
 within N s", a slow but progressing answer is neither a timeout nor a breaker failure, the whole-
 request deadline is separate, and every upstream answer shape ends in a clear verdict.
 
-The upstream here is an in-process httpx transport: these tests inject timing faults; the real
+The upstream here is a small aiohttp server on a real socket (in a thread of the test process), so
+ai_service's own pooled aiohttp client is what reads it: these tests inject timing faults; the real
 vLLM behind a fault proxy is exercised in tests/integration/test_platform.py."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import threading
 
-import httpx
 import pytest
+from aiohttp import web
 
 from ai_service.routing import CircuitBreaker, RoutePlan, Tier
+from ai_service.transport import HTTPPool
 from ai_service.upstreams import Upstream, UpstreamMetrics, UpstreamRouter
 from common.errors import OpenAIError
 from common.metrics import ServiceMetrics
@@ -39,32 +43,97 @@ def chunk(content: str | None = None, finish: str | None = None, tool_call: dict
 DONE = b"data: [DONE]\n\n"
 
 
+class UpstreamServer:
+    """One aiohttp server for the module; each router gets its own handler under /<n>/v1."""
+
+    def __init__(self):
+        self.handlers: dict[str, object] = {}
+        self.ids = itertools.count()
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
+        self.thread.start()
+        assert started.wait(10)
+
+    def _serve(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = web.Application()
+        app.router.add_post("/{router}/v1/chat/completions", self._dispatch)
+        self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]
+        started.set()
+        self.loop.run_forever()
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        return await self.handlers[request.match_info["router"]](request)
+
+    def add(self, handler) -> str:
+        name = str(next(self.ids))
+        self.handlers[name] = handler
+        return f"http://127.0.0.1:{self.port}/{name}/v1"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def server():
+    global SERVER
+    SERVER = UpstreamServer()
+    yield SERVER
+    SERVER.stop()
+
+
+async def stream_response(request: web.Request, chunks, *, status=200, content_type="text/event-stream",
+                          delays=None) -> web.StreamResponse:
+    response = web.StreamResponse(status=status, headers={"content-type": content_type})
+    await response.prepare(request)
+    for i, piece in enumerate(chunks):
+        delay = delays[i] if delays else 0
+        if delay:
+            await asyncio.sleep(delay)
+        await response.write(piece)
+    await response.write_eof()
+    return response
+
+
 def make_router(chunks_or_handler, *, timeout=0.5, deadline=10.0, delays=None, status=200,
                 content_type="text/event-stream", threshold=2):
     seen = []
 
-    async def body_stream(chunks):
-        for i, piece in enumerate(chunks):
-            delay = delays[i] if delays else 0
-            if delay:
-                await asyncio.sleep(delay)
-            yield piece
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(json.loads(request.content))
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(await request.json())
         if callable(chunks_or_handler):
             return await chunks_or_handler(request)
-        return httpx.Response(status, headers={"content-type": content_type}, content=body_stream(chunks_or_handler))
+        return await stream_response(request, chunks_or_handler, status=status, content_type=content_type,
+                                     delays=delays)
 
+    base_url = SERVER.add(handler)
     breaker = CircuitBreaker(failure_threshold=threshold, reset_after_sec=60)
-    client = httpx.AsyncClient(base_url="http://local/v1", transport=httpx.MockTransport(handler))
-    upstream = Upstream(Tier.LOCAL, "http://local/v1", "key", "m", timeout, deadline, breaker, client)
+    pool = HTTPPool(base_url)
+    POOLS.append(pool)
+    upstream = Upstream(Tier.LOCAL, base_url, "key", "m", timeout, deadline, breaker, pool)
     router = UpstreamRouter({Tier.LOCAL: upstream}, UpstreamMetrics(ServiceMetrics("test")))
     return router, breaker, seen
 
 
+POOLS: list[HTTPPool] = []
+
+
 def run(coro):
-    return asyncio.run(coro)
+    async def then_close_pools():  # each asyncio.run is a new loop: its sessions close with it
+        try:
+            return await coro
+        finally:
+            for pool in POOLS:
+                await pool.aclose()
+
+    return asyncio.run(then_close_pools())
 
 
 def test_slow_but_progressing_answer_succeeds_and_is_no_breaker_failure():
@@ -141,7 +210,7 @@ def test_content_tool_calls_and_usage_add_up():
                                                      (500, "upstream_server_error", 502)])
 def test_upstream_refusals_are_the_platforms_problem(status, code, http_status):
     async def refuse(_):
-        return httpx.Response(status, json={"error": {"message": "nope"}})
+        return web.json_response({"error": {"message": "nope"}}, status=status)
 
     router, breaker, _ = make_router(refuse)
     with pytest.raises(OpenAIError) as err:
@@ -152,7 +221,7 @@ def test_upstream_refusals_are_the_platforms_problem(status, code, http_status):
 
 def test_upstream_client_error_is_returned_and_the_upstream_counts_as_healthy():
     async def not_found(_):
-        return httpx.Response(404, json={"error": {"message": "no such model", "type": "NotFound"}})
+        return web.json_response({"error": {"message": "no such model", "type": "NotFound"}}, status=404)
 
     router, breaker, _ = make_router(not_found)
     served = run(router.complete(PLAN, BODY, "m"))
@@ -178,7 +247,7 @@ def test_a_json_answer_to_a_stream_request_is_accepted():
                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}]}
 
     async def json_answer(_):
-        return httpx.Response(200, json=completion)
+        return web.json_response(completion)
 
     router, _, _ = make_router(json_answer)
     assert run(router.complete(PLAN, BODY, "m")).body == completion
@@ -192,18 +261,18 @@ def test_a_json_answer_to_a_stream_request_is_accepted():
 
 
 def test_an_unexpected_error_during_a_half_open_trial_does_not_wedge_the_breaker():
+    router, breaker, _ = make_router([chunk("ok", finish="stop") + DONE], threshold=1)
+    pool = router.upstreams[Tier.LOCAL].client
+    real_post = pool.post_json
     calls = {"n": 0}
 
-    async def flaky(_):
+    async def flaky(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 1:
             raise ValueError("a bug of any kind in the transport")
-        async def body():
-            yield chunk("ok", finish="stop") + DONE
+        return await real_post(*args, **kwargs)
 
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
-
-    router, breaker, _ = make_router(flaky, threshold=1)
+    pool.post_json = flaky
     breaker.record_failure()
     breaker.opened_at -= 61  # half-open now
     with pytest.raises(OpenAIError):
@@ -231,3 +300,24 @@ def test_a_cancelled_half_open_trial_frees_the_breaker():
 
     run(cancel_mid_trial())
     assert not breaker.trial_in_flight and breaker.allow_request()
+
+
+def test_the_connection_goes_back_to_the_pool_after_done():
+    # vLLM ends its chunked body right after [DONE]: reading to the end returns the connection to the
+    # pool, so the next request reuses it instead of paying a new TCP connection.
+    ports = []
+
+    async def answer(request):
+        ports.append(request.transport.get_extra_info("peername")[1])
+        return await stream_response(request, [chunk("a", finish="stop"), DONE])
+
+    router, _, _ = make_router(answer)
+
+    async def three():
+        for _ in range(3):
+            await router.complete(PLAN, BODY, "m")
+        served = await router.stream(PLAN, BODY, "m")
+        assert [piece async for piece in served.chunks]
+
+    run(three())
+    assert len(ports) == 4 and len(set(ports)) == 1, ports
