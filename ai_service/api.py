@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ai_service.auth import Caller, gateway_caller
 from ai_service.chat import ChatEngine
 from ai_service.modes import ChatMode, UnknownModeError, resolve_mode
-from ai_service.rag import RetrievalMode, build_rag_messages, cite_completion, stream_with_citations
+from ai_service.rag import RERANK, RetrievalMode, build_rag_messages, cite_completion, stream_with_citations
 from ai_service.upstreams import Served
 from common.errors import OpenAIError
 from common.protocol import ChatCompletionRequest, ChatMessage, StreamOptions
@@ -33,6 +33,8 @@ class ModeChatRequest(BaseModel):
     metadata: dict[str, Any] | None = None
     top_k: int = Field(default=4, ge=1, le=20, description="passages to retrieve in _rag modes")
     paths: list[str] | None = Field(default=None, description="retrieve only from these source paths (globs)")
+    rerank: bool | None = Field(default=None, description="hybrid retrieval: rescore the top candidates with "
+                                "graphrag's cross-encoder (default: graphrag's RERANK_DEFAULT)")
 
 
 class HybridChatRequest(ModeChatRequest):
@@ -116,12 +118,16 @@ async def _mode_chat(body: ModeChatRequest, mode: ChatMode, retrieval_mode: Retr
     messages = [ChatMessage(role="system", content=mode.system_prompt), *body.messages]
     passages, retrieval = [], None
     if retrieval_mode:
-        passages, retrieval = await chat.retrieve_passages(body.messages, body.top_k, retrieval_mode, body.paths)
+        token = RERANK.set(body.rerank)
+        try:
+            passages, retrieval = await chat.retrieve_passages(body.messages, body.top_k, retrieval_mode, body.paths)
+        finally:
+            RERANK.reset(token)
         messages = build_rag_messages(messages, passages)
     completion = ChatCompletionRequest(
         model=model,
         messages=messages,
-        **body.model_dump(exclude={"mode", "messages", "top_k", "paths", "max_tokens"}, exclude_none=True),
+        **body.model_dump(exclude={"mode", "messages", "top_k", "paths", "rerank", "max_tokens"}, exclude_none=True),
         # Every mode has a default answer length: a small model left unbounded rambles for minutes.
         max_tokens=body.max_tokens or mode.max_tokens or chat.settings.chat_default_max_tokens,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any, AsyncIterator, Literal, Sequence
 
@@ -26,6 +27,11 @@ RAG_INSTRUCTIONS = (
     "Cite only the numbers listed. If the passages do not answer the question, say so and answer "
     "from general knowledge without citations."
 )
+
+
+# The request's `rerank` choice (None: graphrag's deployment default). The route sets it for the
+# request's task and `retrieve` forwards it, so the engine between them needs no new argument.
+RERANK: ContextVar[bool | None] = ContextVar("graphrag_rerank", default=None)
 
 
 class RetrievalUnavailable(Exception):
@@ -119,14 +125,19 @@ class Passage:
 
 async def retrieve(client: httpx.AsyncClient, base_url: str, query: str, top_k: int = 5,
                    mode: RetrievalMode = "hybrid", paths: list[str] | None = None,
-                   timeout: float | None = None, headers: dict[str, str] | None = None) -> list[Passage]:
+                   timeout: float | None = None, headers: dict[str, str] | None = None,
+                   rerank: bool | None = None) -> list[Passage]:
     """POST {base_url}/v1/retrieve. Raises RetrievalUnavailable when graphrag cannot answer;
-    an empty query returns no passages without asking."""
+    an empty query returns no passages without asking. `rerank` (default: the RERANK context
+    variable, else unset) asks graphrag's cross-encoder to rescore the hybrid candidates."""
     if not query or not query.strip():
         return []
     payload: dict[str, Any] = {"query": query, "top_k": top_k, "mode": mode}
     if paths:
         payload["paths"] = paths
+    rerank = RERANK.get() if rerank is None else rerank
+    if rerank is not None:
+        payload["rerank"] = rerank
     url = base_url.rstrip("/") + "/v1/retrieve"
     try:
         response = await client.post(url, json=payload, headers=headers,
