@@ -1,0 +1,250 @@
+"""The moderation classifier: one `Moderator` that scores a text for each category.
+
+Checks, each giving a score in [0, 1] per category:
+- `regex`: personal data (safety.pii) and prompt-injection patterns (safety.patterns);
+- `lexicon`: per-category phrase lists in English and Chinese (safety/lists/*.lexicon.txt);
+- `profanity_model`: alt-profanity-check's shipped linear model, English harassment and abuse;
+- `embedding`: similarity to curated seed phrasings per category (safety/lists/<category>.<lang>.txt)
+  against hard negatives (benign.<lang>.txt): MiniLM-L6 int8 for English, multilingual-e5 for Chinese.
+Scores of one category combine as a noisy OR; a category is flagged at >= 0.5. The embedding
+thresholds come from safety/thresholds.yaml (calibrated on safety/dev/dev.jsonl by
+`python -m safety.calibrate`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from safety import pii
+from safety.patterns import INJECTION, LISTS, lexicon_patterns
+
+CATEGORIES = ("self_harm", "sexual", "violence", "harassment", "pii", "prompt_injection")
+EMBEDDED_CATEGORIES = ("self_harm", "sexual", "violence", "harassment", "prompt_injection")
+KINDS = ("input", "output", "retrieved", "tool")
+FLAG_AT = 0.5
+THRESHOLDS_FILE = Path(__file__).parent / "thresholds.yaml"
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+_WINDOW_SPLIT = re.compile(r"(?<=[.!?。！？；;\n])\s*")
+WINDOW_CHARS = 240  # characters per embedded window (a sentence or a few)
+MAX_WINDOWS = 24  # longer texts: the first windows and the last ones
+
+
+@dataclass(frozen=True)
+class Finding:
+    category: str
+    score: float
+    source: str  # which check: "regex", "lexicon", "profanity_model", "embedding"
+    start: int | None = None
+    end: int | None = None
+
+
+def detect_language(text: str) -> str:
+    """'zh' when Chinese characters carry the text (about two per English word), else 'en'."""
+    cjk = len(_CJK.findall(text))
+    if not cjk:
+        return "en"
+    return "zh" if cjk >= 2 * len(_LATIN_WORD.findall(text)) else "en"
+
+
+def _seeds(name: str) -> list[str]:
+    path = LISTS / name
+    if not path.is_file():
+        return []
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def windows(text: str) -> list[str]:
+    """The text as windows of about WINDOW_CHARS characters, on sentence ends where possible."""
+    text = text.strip()
+    if len(text) <= WINDOW_CHARS:
+        return [text] if text else []
+    parts, current = [], ""
+    for sentence in _WINDOW_SPLIT.split(text):
+        while len(sentence) > WINDOW_CHARS:
+            if current:
+                parts.append(current)
+                current = ""
+            parts.append(sentence[:WINDOW_CHARS])
+            sentence = sentence[WINDOW_CHARS:]
+        if len(current) + len(sentence) + 1 > WINDOW_CHARS and current:
+            parts.append(current)
+            current = ""
+        current = f"{current} {sentence}".strip()
+    if current:
+        parts.append(current)
+    if len(parts) > MAX_WINDOWS:
+        half = MAX_WINDOWS // 2
+        parts = parts[:half] + parts[-half:]
+    return parts
+
+
+class SimilarityIndex:
+    """Seed vectors per category plus hard negatives, for one embedder and one language."""
+
+    def __init__(self, embedder, lang: str, top_k: int = 2):
+        self.embedder = embedder
+        self.lang = lang
+        self.top_k = top_k
+        self.seeds = {c: embedder.encode(_seeds(f"{c}.{lang}.txt")) for c in EMBEDDED_CATEGORIES}
+        self.benign = embedder.encode(_seeds(f"benign.{lang}.txt"))
+
+    def raw(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Per category, per text window: (mean of the top-k seed similarities, same for benign)."""
+        vectors = self.embedder.encode(texts)
+        benign = _top_mean(vectors @ self.benign.T, self.top_k)
+        return {c: np.stack([_top_mean(vectors @ seeds.T, self.top_k), benign], axis=1)
+                for c, seeds in self.seeds.items() if len(seeds)}
+
+
+def _top_mean(sims: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, sims.shape[1])
+    return np.sort(sims, axis=1)[:, -k:].mean(axis=1)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, x))))
+
+
+class Moderator:
+    def __init__(self, *, embeddings: bool = True, profanity: bool = True, thresholds: dict | None = None):
+        self.thresholds = thresholds if thresholds is not None else _load_thresholds()
+        self.lexicon = lexicon_patterns(CATEGORIES)
+        self._profanity = None
+        if profanity:
+            try:
+                from profanity_check import predict_prob
+
+                self._profanity = predict_prob
+            except ImportError:  # the check is skipped, and says so in `checks`
+                self._profanity = None
+        self.indexes: dict[str, SimilarityIndex] = {}
+        if embeddings:
+            from safety.embedding import E5Multilingual, MiniLMOnnx
+
+            self.indexes["en"] = SimilarityIndex(MiniLMOnnx(), "en")
+            self.indexes["zh"] = SimilarityIndex(E5Multilingual(), "zh")
+
+    @property
+    def checks(self) -> list[str]:
+        return ["regex", "lexicon"] + (["profanity_model"] if self._profanity else []) + (
+            ["embedding"] if self.indexes else [])
+
+    # --- public API --------------------------------------------------------------
+    def detect_language(self, text: str) -> str:
+        return detect_language(text)
+
+    def redact_pii(self, text: str) -> tuple[str, list[str]]:
+        return pii.redact(text)
+
+    def check(self, text: str, *, kind: str = "input", lang: str | None = None) -> list[Finding]:
+        """The categories this text is flagged for (score >= 0.5), strongest first. Personal data
+        and prompt injection come with their character span."""
+        findings, scores = self._evaluate(text, kind, lang)
+        flagged = [Finding(c, round(s, 4), source) for c, (s, source) in scores.items() if s >= FLAG_AT]
+        return sorted(findings + flagged, key=lambda f: (-f.score, f.category))
+
+    def scores(self, text: str, *, kind: str = "input", lang: str | None = None) -> dict[str, float]:
+        """Every category's score in [0, 1], flagged or not (for precision/recall curves)."""
+        findings, scores = self._evaluate(text, kind, lang)
+        result = {c: 0.0 for c in CATEGORIES}
+        for category, (score, _) in scores.items():
+            result[category] = round(score, 4)
+        for finding in findings:
+            result[finding.category] = max(result[finding.category], finding.score)
+        if kind == "output":
+            result["prompt_injection"] = 0.0
+        return result
+
+    # --- the checks ----------------------------------------------------------------
+    def _evaluate(self, text: str, kind: str, lang: str | None):
+        """(span findings: pii and injection patterns, {category: (combined score, strongest source)})."""
+        text = text or ""
+        if not text.strip():
+            return [], {}
+        lang = lang or detect_language(text)
+        spans: list[Finding] = [Finding("pii", 1.0, "regex", s.start, s.end) for s in pii.find_pii(text)]
+        parts: dict[str, list[tuple[float, str]]] = {c: [] for c in EMBEDDED_CATEGORIES}
+        has_cjk = bool(_CJK.search(text))
+        has_latin = bool(_LATIN_WORD.search(text))
+        if kind != "output":
+            best = None
+            for pattern in INJECTION:
+                if (pattern.lang == "zh" and not has_cjk) or (pattern.lang == "en" and not has_latin):
+                    continue
+                match = pattern.regex.search(text)
+                if match and (best is None or pattern.score > best.score):
+                    best = Finding("prompt_injection", pattern.score, "regex", match.start(), match.end())
+            if best is not None:
+                parts["prompt_injection"].append((best.score, "regex"))
+                if best.score >= FLAG_AT:
+                    spans.append(best)
+        for category in EMBEDDED_CATEGORIES:
+            hits = [p.score for p in self.lexicon if p.category == category
+                    and ((p.lang == "zh" and has_cjk) or (p.lang == "en" and has_latin)) and p.regex.search(text)]
+            if hits:
+                parts[category].append((max(hits), "lexicon"))
+        if self._profanity is not None and has_latin and lang == "en":
+            probability = float(self._profanity([text[:4000]])[0])
+            weight = self.thresholds.get("profanity_weight", 0.75)
+            parts["harassment"].append((probability * weight, "profanity_model"))
+        if self.indexes:
+            for category, score in self._embedding_scores(text, "zh" if has_cjk and lang == "zh" else
+                                                          ("zh" if has_cjk else "en")).items():
+                parts[category].append((score, "embedding"))
+        combined: dict[str, tuple[float, str]] = {}
+        for category, scored in parts.items():
+            if kind == "output" and category == "prompt_injection":
+                continue
+            if not scored:
+                continue
+            remaining = 1.0
+            for score, _ in scored:
+                remaining *= 1.0 - min(max(score, 0.0), 1.0)
+            strongest = max(scored)[1]
+            combined[category] = (1.0 - remaining, strongest)
+        if any(f.category == "prompt_injection" for f in spans):
+            combined.pop("prompt_injection", None)  # the pattern finding carries the span already
+        return spans, combined
+
+    def _embedding_scores(self, text: str, lang: str) -> dict[str, float]:
+        index = self.indexes.get(lang) or next(iter(self.indexes.values()))
+        raw = index.raw(windows(text))
+        result = {}
+        settings = self.thresholds.get("embedding", {}).get(index.lang, {})
+        temperature = settings.get("temperature", 0.02)
+        contrast = settings.get("contrast", 1.0)
+        for category, pairs in raw.items():
+            threshold = settings.get(category, settings.get("default", 0.6))
+            margins = (pairs[:, 0] - threshold) + contrast * (pairs[:, 0] - pairs[:, 1])
+            result[category] = _sigmoid(float(margins.max()) / temperature)
+        return result
+
+
+def _load_thresholds() -> dict:
+    if THRESHOLDS_FILE.is_file():
+        return yaml.safe_load(THRESHOLDS_FILE.read_text(encoding="utf-8")) or {}
+    return {}
+
+
+_MODERATOR: Moderator | None = None
+_LOCK = threading.Lock()
+
+
+def get_moderator() -> Moderator:
+    """The process's moderator, loaded once (models and seed vectors)."""
+    global _MODERATOR
+    if _MODERATOR is None:
+        with _LOCK:
+            if _MODERATOR is None:
+                _MODERATOR = Moderator()
+    return _MODERATOR
