@@ -11,6 +11,8 @@ from ai_service.chat import ChatEngine
 from ai_service.delegate import ServiceDirectory
 from ai_service.modes import load_modes
 from ai_service.routing import Policy
+from ai_service.replicas_api import replicas_ready
+from ai_service.replicas_api import router as replicas_router
 from ai_service.service_routes import router as service_router
 from ai_service.settings import AIServiceSettings
 from ai_service.tools_api import router as tools_router
@@ -45,8 +47,11 @@ def create_app(settings: AIServiceSettings | None = None) -> FastAPI:
             app.state.readiness.optional["cloud_llm"] = engine.check_cloud
     # Retrieval is optional: RAG chats answer without passages when it is off or down, and say so.
     app.state.readiness.optional["graphrag"] = engine.check_graphrag
+    if engine.router.pool is not None:  # several local replicas: one down is degraded, not unready
+        app.state.readiness.optional["llm_replicas"] = lambda: replicas_ready(app)
     app.state.services = ServiceDirectory(settings)
     app.include_router(router)
     app.include_router(service_router)
     app.include_router(tools_router)
+    app.include_router(replicas_router)
     return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from ai_service.replica_pool import session_key_var
 from common.auth import GATEWAY_TOKEN_HEADER, SERVICE_TOKEN_HEADER, Caller, caller_from_headers, token_matches
 from common.errors import OpenAIError
 
@@ -24,4 +25,6 @@ async def gateway_caller(request: Request) -> Caller:
             raise OpenAIError(401, "Missing or invalid gateway token: call ai_service through the gateway.",
                               code="invalid_gateway_token")
     # Without any token (dev only, enforced by settings) identity headers are advisory.
-    return caller_from_headers(request)
+    caller = caller_from_headers(request)
+    session_key_var.set(caller.user_id or "")  # keeps a user's turns on one vLLM replica (prefix cache)
+    return caller

@@ -53,6 +53,8 @@ class ChatEngine:
     # --- models -------------------------------------------------------------------
     async def local_models(self, *, fresh: bool = False) -> list[dict]:
         """The local vLLM's model list (base model and loaded LoRA adapters), briefly cached."""
+        if self.router.pool is not None:  # several replicas: every model any of them serves
+            return await self.router.pool.models(fresh=fresh)
         if fresh or time.monotonic() - self._models_fetched_at > MODEL_LIST_TTL_SEC:
             self._models = await self.router.upstreams[Tier.LOCAL].models()
             self._models_fetched_at = time.monotonic()
@@ -169,6 +171,7 @@ class ChatEngine:
             "x-tutorstack-upstream": served.tier.value,
             "x-tutorstack-model": header_safe(served.model),
             "x-tutorstack-data-classification": classification,
+            **({"x-tutorstack-replica": served.replica} if served.replica else {}),
         }
 
 

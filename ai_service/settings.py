@@ -31,6 +31,16 @@ class AIServiceSettings(ServiceSettings):
     llm_base_url_local: str = "http://localhost:8000/v1"
     llm_api_key_local: str = "dummy"
     llm_model_local: str = "SmolLM2-135M-Instruct"
+    # Scale-out (ai_service/balancer.py, docs/scaling.md): LLM_BASE_URL_LOCAL may list several vLLM
+    # replicas (comma-separated) or be dns+http://<headless-service>:8000/v1; LLM_REPLICA_CONTROL_URLS names their
+    # llm_server control APIs (same order; one URL = its port on every discovered replica) for loading
+    # adapters on demand with LLM_SERVER_API_TOKEN.
+    llm_replica_control_urls: str = ""
+    llm_server_api_token: str = ""
+    llm_replica_poll_sec: float = Field(2.0, gt=0)
+    llm_adapter_affinity: bool = True
+    llm_sticky_sessions: bool = True
+    llm_load_adapters_on_demand: bool = True
     llm_base_url_cloud: str = ""
     llm_api_key_cloud: str = ""
     llm_model_cloud: str = ""
@@ -69,6 +79,10 @@ class AIServiceSettings(ServiceSettings):
             raise ValueError("LLM_API_KEY_LOCAL must be non-empty (use any value, e.g. 'dummy', for a vLLM without --api-key)")
         self.require_outside_dev("AI_GATEWAY_SHARED_TOKEN", self.ai_gateway_shared_token)
         self.require_outside_dev("AI_SERVICE_INTERNAL_TOKEN", self.ai_service_internal_token)
+        from ai_service.balancer import parse_control_urls, parse_local_upstreams
+
+        parse_local_upstreams(self.llm_base_url_local)  # a bad list fails at start-up, not per request
+        parse_control_urls(self.llm_replica_control_urls)
         if self.llm_base_url_cloud and not self.llm_model_cloud:
             raise ValueError("LLM_MODEL_CLOUD must be set when LLM_BASE_URL_CLOUD is")
         if self.llm_routing_policy is Policy.CLOUD_ONLY and not self.llm_base_url_cloud:

@@ -59,6 +59,7 @@ class Served:
     status: int
     body: dict | None = None  # non-streamed
     chunks: AsyncIterator[bytes] | None = None  # streamed
+    replica: str = ""  # which local replica served it (host:port), when there are several (replica_pool)
 
 
 class UpstreamMetrics:
@@ -81,10 +82,13 @@ class UpstreamRouter:
     def __init__(self, upstreams: dict[Tier, Upstream], metrics: UpstreamMetrics):
         self.upstreams = upstreams
         self.metrics = metrics
+        self.pool = None  # ai_service.replica_pool.ReplicaPool: several local replicas (build_upstreams)
 
     async def aclose(self) -> None:
         for upstream in self.upstreams.values():
             await upstream.client.aclose()
+        if self.pool is not None:
+            await self.pool.aclose()
 
     def _model_for(self, upstream: Upstream, requested_model: str) -> str:
         # Adapters live only on the local vLLM; the cloud tier always serves its own model.
@@ -106,7 +110,11 @@ class UpstreamRouter:
         for index, tier in enumerate(plan.tiers):
             upstream = self.upstreams[tier]
             model = self._model_for(upstream, requested_model)
-            outcome = await self._attempt(upstream, {**body, "model": model, "stream": stream}, stream)
+            if tier is Tier.LOCAL and self.pool is not None:  # pick a replica (ai_service/replica_pool.py)
+                outcome = await self.pool.serve(model, lambda replica, name: self._attempt(
+                    replica, {**body, "model": name, "stream": stream}, stream))
+            else:
+                outcome = await self._attempt(upstream, {**body, "model": model, "stream": stream}, stream)
             if isinstance(outcome, Served):
                 self.metrics.served.labels(tier.value, str(outcome.status)).inc()
                 return outcome
@@ -482,12 +490,18 @@ def make_upstream(tier: Tier, base_url: str, api_key: str, model: str, timeout: 
 
 def build_upstreams(settings, metrics: ServiceMetrics) -> UpstreamRouter:
     """Every upstream is built here (one place): the local vLLM, and the cloud tier when configured."""
-    upstreams = {
-        Tier.LOCAL: make_upstream(Tier.LOCAL, settings.llm_base_url_local, settings.llm_api_key_local,
-                                  settings.llm_model_local, settings.llm_local_timeout_sec, settings),
-    }
+    from ai_service.replica_pool import ReplicaPool, first_local_url, pool_wanted
+
+    def local(url: str) -> Upstream:
+        return make_upstream(Tier.LOCAL, url, settings.llm_api_key_local, settings.llm_model_local,
+                             settings.llm_local_timeout_sec, settings)
+
+    upstreams = {Tier.LOCAL: local(first_local_url(settings))}  # LLM_BASE_URL_LOCAL may list several replicas
     if settings.cloud_configured:
         upstreams[Tier.CLOUD] = make_upstream(Tier.CLOUD, settings.llm_base_url_cloud,
                                               settings.llm_api_key_cloud or "none", settings.llm_model_cloud,
                                               settings.llm_cloud_timeout_sec, settings)
-    return UpstreamRouter(upstreams, UpstreamMetrics(metrics))
+    router = UpstreamRouter(upstreams, UpstreamMetrics(metrics))
+    if pool_wanted(settings):
+        router.pool = ReplicaPool(settings, metrics, local, first_upstream=upstreams[Tier.LOCAL])
+    return router
