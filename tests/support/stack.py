@@ -108,7 +108,7 @@ def start_graphrag(workdir: Path) -> tuple[Process, str]:
     env = {**os.environ, "APP_ENV": "test", "GRAPHRAG_PORT": str(port), "GRAPHRAG_HOST": "127.0.0.1",
            "GRAPHRAG_API_TOKEN": GRAPHRAG_TOKEN,
            "GRAPH_RAG_INDEX_PATH": str(workdir / "graphrag-index"),
-           "VECTOR_STORE_PATH": str(workdir / "graphrag-vectors"), "EMBEDDING_PROVIDER": "minilm"}
+           "VECTOR_STORE_PATH": str(workdir / "graphrag-vectors"), "EMBEDDING_PROVIDER": "auto"}
     proc = Process("graphrag", python_module("graphrag", "serve", "--build-from", COURSE_READER), env, workdir)
     url = f"http://127.0.0.1:{port}"
     try:
