@@ -34,7 +34,8 @@ def ensure_model_and_sample_adapter() -> None:
         subprocess.run(python_module("llm_server", *command), cwd=REPO_ROOT, check=True)
 
 
-def start_vllm(workdir: Path) -> VllmStack:
+def start_vllm(workdir: Path, engine: str = "vllm") -> VllmStack:
+    """llm_server serving the model on `engine` (LLM_ENGINE: vllm, or llamacpp behind the same OpenAI API)."""
     ensure_model_and_sample_adapter()
     adapters_dir = workdir / "adapters"  # a copy: tests publish adapters without touching the user's
     shutil.copytree(tutorstack_home() / "adapters" / SAMPLE_ADAPTER, adapters_dir / SAMPLE_ADAPTER)
@@ -43,7 +44,7 @@ def start_vllm(workdir: Path) -> VllmStack:
     env = {**os.environ, "VLLM_PORT": str(vllm_port), "LLM_SERVER_PORT": str(control_port),
            "LLM_ADAPTERS_DIR": str(adapters_dir), "LLM_API_KEY_LOCAL": api_key, "APP_ENV": "test",
            "LLM_SERVER_API_TOKEN": LLM_SERVER_TOKEN,
-           "LLM_SERVER_HOST": "127.0.0.1"}
+           "LLM_SERVER_HOST": "127.0.0.1", "LLM_ENGINE": engine}
     proc = Process("llm_server", python_module("llm_server", "serve"), env, workdir)
     stack = VllmStack(f"http://127.0.0.1:{vllm_port}", f"http://127.0.0.1:{control_port}", adapters_dir, api_key, proc)
     try:
