@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd = commands.add_parser("serve", help="launch vLLM and the control API (ports VLLM_PORT, LLM_SERVER_PORT)")
     serve_cmd.add_argument("--external-vllm", metavar="URL",
                            help="manage a vLLM that runs elsewhere (e.g. http://vllm:8000) instead of launching one")
+    serve_cmd.add_argument("--engine", choices=["vllm", "llamacpp", "auto"],
+                           help="serving engine (default: LLM_ENGINE, else auto; see docs/engines.md)")
 
     build = commands.add_parser("build-sample-adapter",
                                 help="train the sample 'peer' LoRA adapter into $TUTORSTACK_HOME/adapters (cached)")
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     adapters.add_argument("--json", action="store_true", help="print JSON")
 
     args = parser.parse_args(argv)
-    settings = LLMServerSettings()
+    settings = LLMServerSettings(**({"LLM_ENGINE": args.engine} if getattr(args, "engine", None) else {}))
     try:
         if args.command == "pull":
             from llm_server.pull import pull as pull_model

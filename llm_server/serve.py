@@ -192,6 +192,14 @@ def serve(settings: LLMServerSettings, external_vllm: str | None = None) -> int:
     from llm_server.app import create_app
 
     adapters = discover_adapters(settings.resolved_adapters_dir)
+    if not external_vllm:  # LLM_ENGINE=vllm|llamacpp|auto (docs/engines.md)
+        from llm_server.engine import select_engine
+
+        choice, caps = select_engine(settings)
+        if choice.engine == "llamacpp":
+            from llm_server.llamacpp import serve_llamacpp
+
+            return serve_llamacpp(settings, caps)
     child: VllmProcess | None = None
     if external_vllm:
         vllm_url = external_vllm.rstrip("/").removesuffix("/v1")

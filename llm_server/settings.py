@@ -46,6 +46,18 @@ class LLMServerSettings(ServiceSettings):
     chat_template: str = Field("", alias="LLM_CHAT_TEMPLATE")
     tool_strict_level: str = Field("parameter", alias="LLM_TOOL_STRICT_LEVEL", pattern="^(auto|function|parameter)$")
 
+    # The serving engine (docs/engines.md): vllm, llamacpp (llama.cpp's llama-server on the pulled GGUF,
+    # behind a vLLM-compatible proxy on VLLM_PORT), or auto (GPU -> vLLM; AVX-512 CPU with enough
+    # memory -> vLLM-CPU; otherwise llama.cpp).
+    engine: str = Field("auto", alias="LLM_ENGINE", pattern="^(vllm|llamacpp|auto)$")
+    llamacpp_server_bin: str = Field("", alias="LLAMACPP_SERVER_BIN")  # default: venv-llamacpp/bin/llama-server
+    llamacpp_model_gguf: str = Field("", alias="LLAMACPP_MODEL_GGUF")  # default: the GGUF `pull` fetched
+    llamacpp_parallel: int = Field(8, ge=1, le=256, alias="LLAMACPP_PARALLEL")  # concurrent sequences (slots)
+    llamacpp_threads: int = Field(0, ge=0, alias="LLAMACPP_THREADS")  # 0 = one per CPU
+    llamacpp_cache_ram_mib: int = Field(256, ge=-1, alias="LLAMACPP_CACHE_RAM_MIB")  # prompt cache in RAM
+    llamacpp_request_timeout_sec: float = Field(900.0, gt=0, alias="LLAMACPP_REQUEST_TIMEOUT_SEC")
+    llamacpp_extra_args: str = Field("", alias="LLAMACPP_EXTRA_ARGS")  # appended verbatim (shell-split)
+
     # Overrides of what device detection would choose (0 / "" = choose automatically).
     max_model_len: int = Field(0, ge=0, alias="LLM_MAX_MODEL_LEN")
     max_lora_rank: int = Field(0, ge=0, alias="LLM_MAX_LORA_RANK")
