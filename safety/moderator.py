@@ -168,9 +168,14 @@ class Moderator:
     # --- the checks ----------------------------------------------------------------
     def _evaluate(self, text: str, kind: str, lang: str | None):
         """(span findings: pii and injection patterns, {category: (combined score, strongest source)})."""
+        return self.combine(*self.signals(text, kind=kind, lang=lang), kind=kind)
+
+    def signals(self, text: str, *, kind: str = "input", lang: str | None = None):
+        """What each check saw, before thresholds: (span findings, {category: [(score, source)]},
+        (embedding language, {category: array of (seed similarity, benign similarity) per window}))."""
         text = text or ""
         if not text.strip():
-            return [], {}
+            return [], {}, None
         lang = lang or detect_language(text)
         spans: list[Finding] = [Finding("pii", 1.0, "regex", s.start, s.end) for s in pii.find_pii(text)]
         parts: dict[str, list[tuple[float, str]]] = {c: [] for c in EMBEDDED_CATEGORIES}
@@ -194,40 +199,39 @@ class Moderator:
             if hits:
                 parts[category].append((max(hits), "lexicon"))
         if self._profanity is not None and has_latin and lang == "en":
-            probability = float(self._profanity([text[:4000]])[0])
-            weight = self.thresholds.get("profanity_weight", 0.75)
-            parts["harassment"].append((probability * weight, "profanity_model"))
+            parts["harassment"].append((float(self._profanity([text[:4000]])[0]), "profanity_model"))
+        embedded = None
         if self.indexes:
-            for category, score in self._embedding_scores(text, "zh" if has_cjk and lang == "zh" else
-                                                          ("zh" if has_cjk else "en")).items():
-                parts[category].append((score, "embedding"))
+            index = self.indexes.get("zh" if has_cjk else "en") or next(iter(self.indexes.values()))
+            embedded = (index.lang, index.raw(windows(text)))
+        return spans, parts, embedded
+
+    def combine(self, spans, parts, embedded, *, kind: str = "input", thresholds: dict | None = None):
+        thresholds = self.thresholds if thresholds is None else thresholds
+        parts = {c: list(scored) for c, scored in parts.items()}
+        weight = thresholds.get("profanity_weight", 0.75)
+        for category, scored in parts.items():
+            parts[category] = [(s * weight if source == "profanity_model" else s, source) for s, source in scored]
+        if embedded is not None:
+            lang, raw = embedded
+            settings = thresholds.get("embedding", {}).get(lang, {})
+            temperature = settings.get("temperature", 0.02)
+            contrast = settings.get("contrast", 1.0)
+            for category, pairs in raw.items():
+                threshold = settings.get(category, settings.get("default", 0.6))
+                margins = (pairs[:, 0] - threshold) + contrast * (pairs[:, 0] - pairs[:, 1])
+                parts[category].append((_sigmoid(float(margins.max()) / temperature), "embedding"))
         combined: dict[str, tuple[float, str]] = {}
         for category, scored in parts.items():
-            if kind == "output" and category == "prompt_injection":
-                continue
-            if not scored:
+            if not scored or (kind == "output" and category == "prompt_injection"):
                 continue
             remaining = 1.0
             for score, _ in scored:
                 remaining *= 1.0 - min(max(score, 0.0), 1.0)
-            strongest = max(scored)[1]
-            combined[category] = (1.0 - remaining, strongest)
+            combined[category] = (1.0 - remaining, max(scored)[1])
         if any(f.category == "prompt_injection" for f in spans):
             combined.pop("prompt_injection", None)  # the pattern finding carries the span already
         return spans, combined
-
-    def _embedding_scores(self, text: str, lang: str) -> dict[str, float]:
-        index = self.indexes.get(lang) or next(iter(self.indexes.values()))
-        raw = index.raw(windows(text))
-        result = {}
-        settings = self.thresholds.get("embedding", {}).get(index.lang, {})
-        temperature = settings.get("temperature", 0.02)
-        contrast = settings.get("contrast", 1.0)
-        for category, pairs in raw.items():
-            threshold = settings.get(category, settings.get("default", 0.6))
-            margins = (pairs[:, 0] - threshold) + contrast * (pairs[:, 0] - pairs[:, 1])
-            result[category] = _sigmoid(float(margins.max()) / temperature)
-        return result
 
 
 def _load_thresholds() -> dict:
