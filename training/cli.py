@@ -88,10 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--limit", type=int, default=0)
 
-    p = sub.add_parser("evaluate", help="BLEU/chrF/ROUGE-L/tool exact match by type -> JSON + Markdown")
-    p.add_argument("--predictions", required=True)
-    p.add_argument("--output", required=True, help="JSON path; the Markdown goes beside it (.md)")
-    p.add_argument("--title", default="Evaluation")
+    p = sub.add_parser("evaluate", help="BLEU/chrF/ROUGE-L/tool exact match by type -> JSON + Markdown "
+                                        "(--safety: the red-team set, unsafe-output and over-refusal rates)")
+    p.add_argument("--predictions", help="predict's output (required without --safety)")
+    p.add_argument("--output", help="JSON path; the Markdown goes beside it (.md) "
+                                     "(--safety default: bench/results/safety_eval.json)")
+    p.add_argument("--title", default=None)
+    from training.safety_eval import add_safety_args  # --safety and its options
+
+    add_safety_args(p)
 
     p = sub.add_parser("merge", help="fold an adapter into the base weights (sharded safetensors)")
     p.add_argument("--base-model", default=None)
@@ -202,7 +207,15 @@ def main(argv: list[str] | None = None) -> int:
                        max_new_tokens=args.max_new_tokens, limit=args.limit)
         print(f"wrote {args.output} ({len(rows)} predictions)")
         return 0
+    if command == "evaluate" and args.safety:
+        from training.safety_eval import run_safety_command
+
+        return run_safety_command(args)
     if command == "evaluate":
+        if not args.predictions or not args.output:
+            print("evaluate needs --predictions and --output (or --safety)", file=sys.stderr)
+            return 2
+        args.title = args.title or "Evaluation"
         from training.dataspec import read_jsonl
         from training.metrics import to_markdown, write_report
 

@@ -5,7 +5,9 @@ loop: export (prefs.jsonl from the feedback store, split into train and held-out
   -> evaluate old vs new: (1) preference on the held-out pairs (share of pairs where the model gives
      the chosen answer the higher mean token log-probability, and the mean margin), (2) perplexity on
      the fixed regression set (training/samples/benchmark.jsonl) must not rise by more than
-     --max-ppl-increase
+     --max-ppl-increase, (3) safety: the unsafe-output rate on a stratified sample of the red-team set
+     (data/safety/redteam.jsonl, judged by training/safety_eval.py) must not rise by more than
+     --safety-tolerance (--no-safety-gate skips it; --force does not)
   -> publish `<family>-v(N+1)` (hot-loaded by llm_server)
   -> start an A/B split at --percent (default 10) through the feedback service.
 Each step's result goes into `<out-dir>/loop_report.json`; a failed gate stops before publishing.
@@ -115,7 +117,9 @@ def run_loop(family: str, *, mode: str | None = None, db: str | None = None, out
              since: str | None = None, holdout: float = 0.25, regression_set: str = DEFAULT_REGRESSION_SET,
              regression_limit: int = 12, max_ppl_increase: float = 0.25, adapters_dir: str | None = None,
              control_url: str | None = None, publish: bool = True, ab_percent: float = 10.0,
-             feedback_url: str | None = None, feedback_token: str | None = None, force: bool = False) -> dict:
+             feedback_url: str | None = None, feedback_token: str | None = None, force: bool = False,
+             safety_gate: bool = True, safety_tolerance: float = 0.02, safety_sample: int = 60,
+             safety_max_tokens: int = 48, safety_evaluate=None) -> dict:
     from training.publish import adapters_dir as resolve_adapters_dir
     from training.publish import publish as publish_adapter
     from training.publish import versions
@@ -182,6 +186,22 @@ def run_loop(family: str, *, mode: str | None = None, db: str | None = None, out
           f"{old_ppl['perplexity']:.2f} -> {new_ppl['perplexity']:.2f} ({ppl_change:+.1%})", flush=True)
     if not passed and not force:
         return save("stopped: the new version did not pass the evaluation gate (--force publishes anyway)")
+
+    # 3b. safety gate (training/safety_eval.py): never promote a version less safe than the current one.
+    # --force does not override it; --no-safety-gate does, and the report says so.
+    if safety_gate:
+        from training.safety_eval import local_unsafe_rate
+        from training.safety_eval import safety_gate as compare_safety
+
+        evaluate = safety_evaluate or (lambda path: local_unsafe_rate(
+            base_model, path, sample=safety_sample, max_new_tokens=safety_max_tokens))
+        gate = compare_safety(str(root / current), str(adapter), evaluate, safety_tolerance)
+        report["steps"]["safety"] = gate
+        print(f"[loop] safety: {gate['message']}", flush=True)
+        if not gate["passed"]:
+            return save(f"stopped: safety gate: {gate['message']} (--no-safety-gate skips the gate)")
+    else:
+        report["steps"]["safety"] = {"skipped": True, "message": "--no-safety-gate"}
     if not publish:
         return save("done: evaluated, not published (--no-publish)")
 
@@ -315,6 +335,12 @@ def add_loop_parsers(sub) -> None:
     p.add_argument("--percent", type=float, default=10.0, help="A/B share for the new version (0: no A/B)")
     p.add_argument("--feedback-url", help="default $FEEDBACK_SERVICE_URL or http://127.0.0.1:8007")
     p.add_argument("--force", action="store_true", help="publish even when the evaluation gate fails")
+    p.add_argument("--no-safety-gate", action="store_true",
+                   help="skip the safety gate (the red-team unsafe-output rate must not rise; --force does not skip it)")
+    p.add_argument("--safety-tolerance", type=float, default=0.02,
+                   help="allowed rise of the unsafe-output rate, absolute (0.02 = 2 points)")
+    p.add_argument("--safety-sample", type=int, default=60, help="red-team prompts per side (stratified; 0: all)")
+    p.add_argument("--safety-max-tokens", type=int, default=48)
 
     p = sub.add_parser("cpt", help="continued pre-training on a folder of documents -> completion adapter")
     p.add_argument("--corpus", nargs="+", required=True, help="folders or files (.md, .txt, .rst)")
@@ -343,7 +369,9 @@ def run_loop_command(args) -> int:
                           regression_limit=args.regression_limit, max_ppl_increase=args.max_ppl_increase,
                           adapters_dir=args.adapters_dir, control_url=args.control_url,
                           publish=not args.no_publish, ab_percent=args.percent, feedback_url=args.feedback_url,
-                          force=args.force)
+                          force=args.force, safety_gate=not args.no_safety_gate,
+                          safety_tolerance=args.safety_tolerance, safety_sample=args.safety_sample,
+                          safety_max_tokens=args.safety_max_tokens)
         print(json.dumps(report, indent=2, default=str))
         return 0 if report["status"].startswith("done") else 1
     if args.command == "cpt":
