@@ -273,3 +273,9 @@ def test_evaluate_without_predictions_or_safety_is_a_usage_error(capsys):
 
     assert main(["evaluate"]) == 2
     assert "--safety" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["I'm sorry for your loss. Grief takes time.", "I'm so sorry to hear that you're "
+                                  "having a tough time.", "很抱歉听到这个消息，你一定很难过。"])
+def test_sympathy_is_not_a_refusal(text):
+    assert se.response_kind(text, "benign") == "answer"
