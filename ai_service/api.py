@@ -12,6 +12,7 @@ from ai_service.auth import Caller, gateway_caller
 from ai_service.chat import ChatEngine
 from ai_service.modes import ChatMode, UnknownModeError, resolve_mode
 from ai_service.rag import RERANK, RetrievalMode, build_rag_messages, cite_completion, stream_with_citations
+from ai_service.transport import dumps
 from ai_service.upstreams import Served
 from common.errors import OpenAIError
 from common.protocol import ChatCompletionRequest, ChatMessage, StreamOptions
@@ -45,12 +46,19 @@ async def engine(request: Request) -> ChatEngine:
     return request.app.state.engine
 
 
+class FastJSONResponse(JSONResponse):
+    """JSONResponse rendered by orjson: the completion bodies are the hot path."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
+
+
 def _respond(served: Served, headers: dict[str, str], extra: dict[str, Any] | None = None):
     if served.chunks is not None:
         return StreamingResponse(served.chunks, media_type="text/event-stream",
                                  headers={**headers, "cache-control": "no-cache"})
     body = served.body if served.status >= 400 or not extra else {**served.body, **extra}
-    return JSONResponse(body, status_code=served.status, headers=headers)
+    return FastJSONResponse(body, status_code=served.status, headers=headers)
 
 
 @router.post("/chat/completions")

@@ -361,10 +361,12 @@ class SSEParser:
         self.done = False
 
     def feed(self, chunk: bytes) -> list[dict]:
-        self.buffer += chunk
+        if b"\n" not in chunk:
+            self.buffer += chunk
+            return []
+        *lines, self.buffer = (self.buffer + chunk).split(b"\n")  # one split per read, not one per line
         events = []
-        while b"\n" in self.buffer:
-            line, self.buffer = self.buffer.split(b"\n", 1)
+        for line in lines:
             line = line.strip()
             if not line.startswith(b"data:"):
                 continue
@@ -393,47 +395,46 @@ class CompletionAccumulator:
         self.meta: dict = {}
         self.choices: dict[int, dict] = {}
         self.usage: dict | None = None
+        self._meta_missing = ["id", "created", "model", "system_fingerprint"]
 
     def add(self, chunk: dict) -> None:
-        for key in ("id", "created", "model", "system_fingerprint"):
-            if chunk.get(key) is not None and key not in self.meta:
-                self.meta[key] = chunk[key]
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-        for delta_choice in chunk.get("choices") or []:
+        # Called once per token on the hot path: one pass over what each chunk holds, nothing more.
+        if self._meta_missing:
+            for key in tuple(self._meta_missing):  # the first value of each key wins
+                value = chunk.get(key)
+                if value is not None:
+                    self.meta[key] = value
+                    self._meta_missing.remove(key)
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = usage
+        for delta_choice in chunk.get("choices") or ():
             index = delta_choice.get("index", 0)
-            choice = self.choices.setdefault(index, {"index": index, "message": {"role": "assistant", "content": ""},
-                                                     "finish_reason": None, "logprobs": None})
-            delta = delta_choice.get("delta") or {}
-            message = choice["message"]
-            if delta.get("role"):
-                message["role"] = delta["role"]
-            if delta.get("content"):
-                message["content"] += delta["content"]
-            for key in ("reasoning_content", "reasoning"):
-                if delta.get(key):
-                    message[key] = message.get(key, "") + delta[key]
-            for call in delta.get("tool_calls") or []:
-                calls = message.setdefault("tool_calls", [])
-                position = call.get("index", len(calls))
-                while len(calls) <= position:
-                    calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
-                target = calls[position]
-                if call.get("id"):
-                    target["id"] = call["id"]
-                if call.get("type"):
-                    target["type"] = call["type"]
-                function = call.get("function") or {}
-                if function.get("name"):
-                    target["function"]["name"] += function["name"]
-                if function.get("arguments"):
-                    target["function"]["arguments"] += function["arguments"]
+            choice = self.choices.get(index)
+            if choice is None:
+                choice = self.choices[index] = {"index": index, "message": {"role": "assistant", "content": ""},
+                                                "finish_reason": None, "logprobs": None}
+            delta = delta_choice.get("delta")
+            if delta:
+                message = choice["message"]
+                for key, value in delta.items():
+                    if not value:
+                        continue
+                    if key == "content":
+                        message["content"] += value
+                    elif key == "role":
+                        message["role"] = value
+                    elif key == "reasoning_content" or key == "reasoning":
+                        message[key] = message.get(key, "") + value
+                    elif key == "tool_calls":
+                        _add_tool_calls(message, value)
             logprobs = delta_choice.get("logprobs")
             if logprobs and logprobs.get("content"):
                 choice["logprobs"] = choice["logprobs"] or {"content": []}
                 choice["logprobs"]["content"].extend(logprobs["content"])
-            if delta_choice.get("finish_reason"):
-                choice["finish_reason"] = delta_choice["finish_reason"]
+            finish_reason = delta_choice.get("finish_reason")
+            if finish_reason:
+                choice["finish_reason"] = finish_reason
 
     def result(self) -> dict:
         choices = [self.choices[i] for i in sorted(self.choices)]
@@ -448,6 +449,24 @@ class CompletionAccumulator:
         if self.usage is not None:
             body["usage"] = self.usage
         return body
+
+
+def _add_tool_calls(message: dict, deltas: list[dict]) -> None:
+    calls = message.setdefault("tool_calls", [])
+    for call in deltas:
+        position = call.get("index", len(calls))
+        while len(calls) <= position:
+            calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+        target = calls[position]
+        if call.get("id"):
+            target["id"] = call["id"]
+        if call.get("type"):
+            target["type"] = call["type"]
+        function = call.get("function") or {}
+        if function.get("name"):
+            target["function"]["name"] += function["name"]
+        if function.get("arguments"):
+            target["function"]["arguments"] += function["arguments"]
 
 
 async def _completion_as_sse(completion: dict) -> AsyncIterator[bytes]:

@@ -182,6 +182,22 @@ def rss_mb(proc: Process) -> float:
     return total / 2**20
 
 
+def cpu_seconds(procs: list[Process]) -> float:
+    """User + system CPU time of these processes and their children (uvicorn workers) so far."""
+    import psutil
+
+    total = 0.0
+    for proc in procs:
+        try:
+            root = psutil.Process(proc.popen.pid)
+            for p in [root, *root.children(recursive=True)]:
+                times = p.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def _frame_parts(frame: str) -> tuple[str, str]:
     """('func (pkg/file.py)', 'pkg') from py-spy's 'func (pkg/file.py:123)'."""
     name, _, where = frame.partition(" (")
@@ -227,6 +243,13 @@ def py_spy(pid: int, seconds: int, out: Path) -> subprocess.Popen | None:
     return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
                              "--format", "raw", "--subprocesses", "--nonblocking", "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _cpu_cell(per_process: list[float]) -> str:
+    if not per_process:
+        return ""
+    total = f"{sum(per_process):.2f}"
+    return total if len(per_process) == 1 else f"{total} ({' + '.join(f'{c:.2f}' for c in per_process)})"
 
 
 # --- main -------------------------------------------------------------------------------------------
@@ -336,27 +359,41 @@ def main() -> None:
             (RESULTS / f"{args.output}_soak.md").write_text("\n".join(lines) + "\n")
             return
 
+        # The CPU time the serving processes spend per request: unlike latency and req/s, it hardly moves
+        # when other jobs load the machine, so it is the figure to compare between runs.
+        served_by = {"gateway only": [alone], "tutorstack": [platform.processes["gateway"],
+                                                             platform.processes["ai_service"]]}
         if not args.no_litellm:
             started = start_litellm(workdir, f"http://127.0.0.1:{stub_port}")
             if started:
                 lite_proc, lite_port, master = started
                 procs.append(lite_proc)
                 targets["litellm"] = (lite_port, path, {"Authorization": f"Bearer {master}"})
+                served_by["litellm"] = [lite_proc]
         rows = []
         for stream in ((False,) if args.no_stream else (False, True)):
             for concurrency in [int(c) for c in args.concurrency.split(",")]:
                 cell = {}
                 for name, (port, path, headers) in targets.items():
                     total = args.requests if name != "litellm" else min(args.requests, 600)
+                    serving = served_by.get(name, [])
+                    before = [cpu_seconds([p]) for p in serving]
                     cell[name] = load(port, path, headers, concurrency, total=total, stream=stream)
+                    # per request (+ the warm-up request per connection), per serving process
+                    cell[name]["cpu_ms"] = [(cpu_seconds([p]) - b) * 1000 / max(cell[name]["n"] + concurrency, 1)
+                                            for p, b in zip(serving, before)]
                 rows.append((stream, concurrency, cell))
         say("targets: direct = the stub; gateway only = gateway -> stub; tutorstack = gateway -> ai_service -> stub; "
             "litellm = LiteLLM proxy (1 worker, master key) -> stub.\n")
         say(f"## Gateway + ai_service overhead vs the stub upstream ({args.requests} requests per cell, "
             f"LiteLLM {min(args.requests, 600)}; {machine})\n")
-        say("p50/p99: latency (non-stream) or time to the first body byte (stream); added = target - direct.\n")
-        say("| mode | clients | target | req/s | p50 ms | added p50 ms | p99 ms | added p99 ms | p99/p50 | errors |")
-        say("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        say("p50/p99: latency (non-stream) or time to the first body byte (stream); added = target - direct; "
+            "CPU ms/req: user+system CPU of the serving processes (gateway, + ai_service for tutorstack, LiteLLM's "
+            "proxy) per request, which other load on the machine hardly moves; for tutorstack: total (gateway + "
+            "ai_service).\n")
+        say("| mode | clients | target | req/s | p50 ms | added p50 ms | p99 ms | added p99 ms | p99/p50 | errors "
+            "| CPU ms/req |")
+        say("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for stream, c, cell in rows:
             d = cell["direct"]
             for name, r in cell.items():
@@ -364,7 +401,8 @@ def main() -> None:
                 added99 = "" if name == "direct" else f"{r['p99'] - d['p99']:+.2f}"
                 say(f"| {'stream' if stream else 'non-stream'} | {c} | {name} | {r['rps']:.0f} | {r['p50']:.2f} "
                     f"| {added50} | {r['p99']:.2f} | {added99} | {r['p99'] / max(r['p50'], 1e-9):.1f} "
-                    f"| {r['errors']} |")
+                    f"| {r['errors']} | {_cpu_cell(r.get('cpu_ms', []))} |")
+        say(f"\nload average at the end {os.getloadavg()[0]:.1f}")
         (RESULTS / f"{args.output}.md").write_text("\n".join(lines) + "\n")
     finally:
         for proc in reversed(procs):
