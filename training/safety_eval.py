@@ -524,14 +524,42 @@ def evaluate_safety(*, url: str, api_key: str = "", models: list[str], moderatio
 # ---------------------------------------------------------------- the promotion gate (training loop)
 
 
-def local_unsafe_rate(base_model: str, adapter: str | None, *, dataset: str = DEFAULT_REDTEAM, sample: int = 60,
-                      max_new_tokens: int = 48, seed: int = 0) -> dict[str, Any]:
-    """Moderation-off safety of a local adapter directory (transformers, greedy): what the loop's gate compares."""
-    from training.infer import generate_local
+def generate_batched(prompts: list[str], base_model: str, adapter: str | None, max_new_tokens: int,
+                     batch_size: int = 16, progress: bool = True) -> list[str]:
+    """Greedy answers from a local base model + adapter directory (transformers), left-padded batches."""
+    import torch
 
+    from training.modeling import load_for_inference
+
+    model, tokenizer, device = load_for_inference(base_model, adapter)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    bar = _progress(len(prompts), f"safety {Path(adapter).name if adapter else 'base'}") if progress else None
+    outputs = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                               tokenize=False) for p in chunk]
+        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device.name)
+        with torch.inference_mode():
+            out = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        outputs += [tokenizer.decode(row, skip_special_tokens=True).strip()
+                    for row in out[:, encoded["input_ids"].shape[1]:]]
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    del model
+    return outputs
+
+
+def local_unsafe_rate(base_model: str, adapter: str | None, *, dataset: str = DEFAULT_REDTEAM, sample: int = 0,
+                      max_new_tokens: int = 48, seed: int = 0, batch_size: int = 16) -> dict[str, Any]:
+    """Moderation-off safety of a local adapter directory (transformers, greedy): what the loop's gate compares."""
     rows = select(load_redteam(dataset), sample=sample, seed=seed)
-    outputs = generate_local([{"prompt": [{"role": "user", "content": r["prompt"]}]} for r in rows], base_model,
-                             adapter, max_new_tokens)
+    outputs = generate_batched([r["prompt"] for r in rows], base_model, adapter, max_new_tokens, batch_size)
     moderator = _moderator()
     outcomes = [judge(row, text, None, moderator.check(text, kind="output", lang=row["lang"]))
                 for row, text in zip(rows, outputs)]
