@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -9,6 +10,8 @@ from fastapi import FastAPI
 from ai_service.api import router
 from ai_service.chat import ChatEngine
 from ai_service.delegate import ServiceDirectory
+from ai_service.moderation import Moderation
+from ai_service.moderation import router as safety_router
 from ai_service.modes import load_modes
 from ai_service.routing import Policy
 from ai_service.replicas_api import replicas_ready
@@ -25,6 +28,8 @@ def create_app(settings: AIServiceSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if settings.safety_enabled:  # safety: load the moderation models once, off the event loop
+            app.state.moderation_loading = asyncio.create_task(asyncio.to_thread(app.state.moderation.load))
         yield
         await app.state.engine.aclose()
         await app.state.services.aclose()
@@ -50,8 +55,15 @@ def create_app(settings: AIServiceSettings | None = None) -> FastAPI:
     if engine.router.pool is not None:  # several local replicas: one down is degraded, not unready
         app.state.readiness.optional["llm_replicas"] = lambda: replicas_ready(app)
     app.state.services = ServiceDirectory(settings)
+    # safety (docs/safety.md): moderation on every chat route; personal data never reaches the cloud tier
+    app.state.moderation = Moderation(settings, app.state.metrics, engine._redis, app.state.modes)
+    engine.moderation = app.state.moderation
+    engine.router.cloud_body_filter = app.state.moderation.redact_for_cloud
+    if settings.safety_enabled:
+        app.state.readiness.required["moderation"] = app.state.moderation.check_ready
     app.include_router(router)
     app.include_router(service_router)
     app.include_router(tools_router)
+    app.include_router(safety_router)
     app.include_router(replicas_router)
     return app

@@ -120,8 +120,14 @@ class ChatEngine:
         except ValueError as exc:
             raise OpenAIError(400, str(exc), param="metadata.data_classification", code="invalid_classification")
 
-    async def complete(self, request: ChatCompletionRequest, model: str, classification: str) -> Served:
+    # safety: set by the app (ai_service/moderation.py); complete() with a moderation context checks in and out
+    moderation: Any = None
+
+    async def complete(self, request: ChatCompletionRequest, model: str, classification: str,
+                       moderation: Any = None) -> Served:
         plan = plan_route(self.routing, classification)
+        if moderation is not None and self.moderation is not None:  # safety: docs/safety.md
+            return await self.moderation.complete(self.router, request, model, plan, moderation)
         body = request.upstream_body(model)
         if request.stream:
             return await self.router.stream(plan, body, model)

@@ -1,13 +1,14 @@
 """Chat modes: a system prompt plus an optional LoRA adapter family, and the `_rag` suffix.
 
 Pure logic. Modes come with defaults here and can be overridden or extended by a YAML file
-(CHAT_MODES_FILE) of the shape:  {mode_name: {system_prompt: str, adapter: str | null, max_tokens: int}}.
+(CHAT_MODES_FILE) of the shape:  {mode_name: {system_prompt: str, adapter: str | null, max_tokens: int,
+moderation: {category: action}}} (moderation: see docs/safety.md).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -21,6 +22,8 @@ class ChatMode:
     system_prompt: str
     adapter: str | None = None  # an adapter family ("peer"); the newest loaded version serves it
     max_tokens: int | None = None  # the mode's default answer length (else CHAT_DEFAULT_MAX_TOKENS)
+    # moderation actions for this mode, {category: action} (ai_service/moderation.py, docs/safety.md)
+    moderation: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
 DEFAULT_MODES: dict[str, ChatMode] = {
@@ -58,7 +61,10 @@ def load_modes(path: str | None) -> dict[str, ChatMode]:
         max_tokens = spec.get("max_tokens")
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise ValueError(f"{path}: mode {name!r}: max_tokens must be a positive integer")
-        modes[name] = ChatMode(name, spec["system_prompt"], spec.get("adapter"), max_tokens)
+        moderation = spec.get("moderation") or {}
+        if not isinstance(moderation, dict):
+            raise ValueError(f"{path}: mode {name!r}: moderation must be a mapping of category to action")
+        modes[name] = ChatMode(name, spec["system_prompt"], spec.get("adapter"), max_tokens, dict(moderation))
     return modes
 
 

@@ -73,6 +73,16 @@ class AIServiceSettings(ServiceSettings):
     tool_timeout_sec: float = Field(15.0, gt=0)
     tools_decision: Literal["guided", "native"] = "guided"
 
+    # Moderation (ai_service/moderation.py, docs/safety.md): checks in and out on every chat route.
+    safety_enabled: bool = True
+    safety_policy_file: str = ""  # actions per mode and category; default configs/safety/policy.yaml
+    safety_actions: str = ""  # overrides: "mode.category=action,..." (mode * = every mode)
+    safety_templates_dir: str = ""  # self_harm.<lang>.md, the supportive answer; default configs/safety
+    safety_embeddings: bool = True  # the embedding-similarity check (MiniLM / multilingual-e5)
+    safety_stream_check_chars: int = Field(64, ge=8)  # a streamed answer is checked every N new characters
+    safety_stream_window_chars: int = Field(320, ge=32)  # ... over its last N characters
+    safety_events_max: int = Field(10000, ge=100)  # flagged events kept per course (Redis stream)
+
     @model_validator(mode="after")
     def _check_required(self) -> "AIServiceSettings":
         if not self.llm_api_key_local.strip():

@@ -83,6 +83,7 @@ class UpstreamRouter:
         self.upstreams = upstreams
         self.metrics = metrics
         self.pool = None  # ai_service.replica_pool.ReplicaPool: several local replicas (build_upstreams)
+        self.cloud_body_filter = None  # safety (ai_service/moderation.py): redacts personal data for the cloud tier
 
     async def aclose(self) -> None:
         for upstream in self.upstreams.values():
@@ -114,6 +115,8 @@ class UpstreamRouter:
                 outcome = await self.pool.serve(model, lambda replica, name: self._attempt(
                     replica, {**body, "model": name, "stream": stream}, stream))
             else:
+                if tier is Tier.CLOUD and self.cloud_body_filter is not None:  # safety: no personal data to the cloud
+                    body = self.cloud_body_filter(body)
                 outcome = await self._attempt(upstream, {**body, "model": model, "stream": stream}, stream)
             if isinstance(outcome, Served):
                 self.metrics.served.labels(tier.value, str(outcome.status)).inc()
