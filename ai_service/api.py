@@ -96,7 +96,7 @@ async def chat_with_mode(
 ):
     """A chat mode (system prompt + optional adapter); `<mode>_rag` retrieves with the graph first."""
     mode, rag = _mode(body.mode, request)
-    return await _mode_chat(body, mode, "graph" if rag else None, caller, chat, x_data_classification)
+    return await _mode_chat(body, mode, "graph" if rag else None, caller, chat, x_data_classification, request)
 
 
 @router.post("/chat/hybrid")
@@ -109,7 +109,7 @@ async def chat_hybrid(
 ):
     """A chat mode (default tutor) grounded in passages from hybrid retrieval (BM25 + graph + dense)."""
     mode, _ = _mode(body.mode, request)
-    return await _mode_chat(body, mode, "hybrid", caller, chat, x_data_classification)
+    return await _mode_chat(body, mode, "hybrid", caller, chat, x_data_classification, request)
 
 
 def _mode(name: str, request: Request) -> tuple[ChatMode, bool]:
@@ -120,7 +120,8 @@ def _mode(name: str, request: Request) -> tuple[ChatMode, bool]:
 
 
 async def _mode_chat(body: ModeChatRequest, mode: ChatMode, retrieval_mode: RetrievalMode | None, caller: Caller,
-                     chat: ChatEngine, x_data_classification: str | None):
+                     chat: ChatEngine, x_data_classification: str | None, request: Request | None = None):
+    moderation = chat.moderation and chat.moderation.context(request, mode.name, caller, body.metadata)  # safety
     adapter, ab_variant = await chat.adapter_for_mode(mode, caller.user_id or caller.key_id)
     model = adapter or chat.settings.llm_model_local
     messages = [ChatMessage(role="system", content=mode.system_prompt), *body.messages]
@@ -131,6 +132,8 @@ async def _mode_chat(body: ModeChatRequest, mode: ChatMode, retrieval_mode: Retr
             passages, retrieval = await chat.retrieve_passages(body.messages, body.top_k, retrieval_mode, body.paths)
         finally:
             RERANK.reset(token)
+        if moderation:  # safety: prompt injection in a passage is quoted with a note, or the passage dropped
+            passages = await chat.moderation.neutralise_passages(passages, moderation)
         messages = build_rag_messages(messages, passages)
     completion = ChatCompletionRequest(
         model=model,
@@ -140,7 +143,7 @@ async def _mode_chat(body: ModeChatRequest, mode: ChatMode, retrieval_mode: Retr
         max_tokens=body.max_tokens or mode.max_tokens or chat.settings.chat_default_max_tokens,
     )
     classification = chat.classification(caller.key_classification, x_data_classification, completion)
-    served = await chat.complete(completion, model, classification)
+    served = await chat.complete(completion, model, classification, moderation)
     extra: dict[str, Any] = {"mode": body.mode, "adapter": adapter if served.model == adapter else None,
                              "upstream": served.tier.value}
     if retrieval is not None:
