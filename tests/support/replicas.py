@@ -107,7 +107,7 @@ def start_replicas(workdir: Path, count: int, adapters_dir: Path, *, kv_gib: int
         for replica in replicas:
             wait_healthy(f"{replica.control_url}/readyz", replica.control, 120)
         print(f"{count} vLLM replicas ready in {time.monotonic() - started:.0f}s", flush=True)
-    except Exception:
+    except BaseException:  # Ctrl-C while they load included: never leave a replica behind
         for replica in replicas:
             replica.stop()
         raise
