@@ -5,8 +5,11 @@
     python bench/bench_writing.py --skip-qwk --runs 20
 
 QWK: for each ASAP prompt (1-6, 8) the scorer is trained on the other prompts and the held-out predictions are
-mapped back to that prompt's score range (cross-prompt), and 5-fold inside each prompt (prompt-specific), using
-services/writing/train_scorer.py's evaluation. Latency: a ~600-word essay, p50/p95 over --runs requests.
+mapped back to that prompt's score range (cross-prompt; the held-out prompt's essays streamed in essay-id order
+through the per-assignment calibration, as the service sees them), and 5-fold inside each prompt
+(prompt-specific), using services/writing/train_scorer.py's evaluation: the old scorer (v1, which is also the new
+one's cold start) and the new one (v2) side by side, from one run. Latency: a ~600-word essay, p50/p95 over --runs
+requests; the scorer alone (features + models, cold and with assignment statistics) per essay.
 Results are printed as markdown and written to bench/results/writing.md.
 """
 
@@ -52,6 +55,31 @@ def bench_qwk(data: Path) -> tuple[str, dict]:
     started = time.time()
     result = T.evaluate(rows, x, y, prompts)
     return T.report_md(result, len(rows), time.time() - started), result
+
+
+def bench_scorer(runs: int) -> list[str]:
+    """The scorer alone on the 600-word essay: features (with the metrics they reuse) + models, per essay."""
+    import numpy as np
+
+    from services.writing.scorer import AssignmentStats, Scorer
+
+    scorer = Scorer()
+    stats = AssignmentStats()
+    rng = np.random.default_rng(0)
+    x = scorer.features(ESSAY_600)
+    for _ in range(30):
+        stats.add(x * rng.uniform(0.7, 1.3, size=x.shape))
+    out = []
+    for label, st in (("scorer only, cold start (no assignment statistics)", None),
+                      ("scorer only, per-assignment calibration (30 earlier essays)", stats)):
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            scorer.predict(ESSAY_600, stats=st, points=5)
+            times.append(time.perf_counter() - t)
+        out.append(f"| {label} | {len(ESSAY_600.split())} | {runs} | {statistics.median(times):.3f} "
+                   f"| {pct(times, 0.95):.3f} |")
+    return out
 
 
 def bench_latency(runs: int, with_llm: bool) -> list[str]:
@@ -139,6 +167,7 @@ def main() -> int:
         md = (ROOT / "bench" / "results" / "writing_scorer.md").read_text()
         out.append(md.replace("# Writing scorer", "## Scorer (from the last full run)"))
     rows = ["## Latency (600-word essay)", "", "| path | words | runs | p50 s | p95 s |", "|---|---|---|---|---|"]
+    rows += bench_scorer(args.runs)
     rows += bench_latency(args.runs, False)
     if args.with_llm:
         rows += bench_latency(args.runs, True)

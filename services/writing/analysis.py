@@ -3,9 +3,10 @@ evidence, templated rationales and feedback. The LLM part is merged in by the ap
 
 from __future__ import annotations
 
+import hashlib
 import json
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
@@ -13,7 +14,7 @@ from common.errors import OpenAIError
 from services.writing import rubric as R
 from services.writing.metrics import Analysis, Issue, analyse, detect_language
 from services.writing.schemas import WRITING_TYPES, AnalyzeRequest, Rubric
-from services.writing.scorer import Scorer, to_scale
+from services.writing.scorer import AssignmentStats, Prediction, Scorer, to_scale
 from services.writing.store import ID_RE
 
 
@@ -76,7 +77,7 @@ def parse_request(body: bytes, *, max_body_bytes: int, max_chars: int) -> Analyz
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
         raise OpenAIError(400, f"Invalid request: {problems}.", code="invalid_request") from exc
-    for name in ("user_id", "course_id"):
+    for name in ("user_id", "course_id", "assignment_id"):
         value = getattr(request, name)
         if value is not None and not ID_RE.match(value):
             raise OpenAIError(400, f"`{name}` may only use letters, digits and _ . @ - (at most 128).",
@@ -114,6 +115,28 @@ class Deterministic:
     issues: list[Issue]
     feedback: dict
     weakest: list[dict]
+    features: object = None  # the scorer's feature vector (added to the assignment's running statistics)
+    prediction: Prediction | None = field(default=None)
+
+
+def assignment_key(request: AnalyzeRequest) -> str | None:
+    """The assignment an essay belongs to, for the scorer's per-assignment calibration: the course plus
+    `assignment_id`, else a hash of the whitespace-normalised prompt text, else None (no calibration)."""
+    course = request.course_id or "default"
+    if request.assignment_id:
+        return f"{course}:{request.assignment_id}"
+    if request.prompt and request.prompt.strip():
+        digest = hashlib.sha256(" ".join(request.prompt.split()).lower().encode("utf-8")).hexdigest()[:20]
+        return f"{course}:p-{digest}"
+    return None
+
+
+def content_hash(content: str) -> str:
+    return hashlib.sha256(" ".join(content.split()).encode("utf-8")).hexdigest()[:24]
+
+
+def scale_points(lo: float, hi: float, step: float | None) -> float:
+    return (hi - lo) / step if step else (hi - lo) * 10
 
 
 def feedback_language(request: AnalyzeRequest, content_language: str) -> str:
@@ -125,12 +148,18 @@ def feedback_language(request: AnalyzeRequest, content_language: str) -> str:
     return content_language
 
 
-def analyse_request(request: AnalyzeRequest, scorer: Scorer) -> Deterministic:
+def analyse_request(request: AnalyzeRequest, scorer: Scorer, stats: AssignmentStats | None = None) -> Deterministic:
+    """`stats`: running feature statistics of earlier essays of the same assignment (None: unknown assignment)."""
     content = request.content
     language = detect_language(content)
     lang = feedback_language(request, language)
     a = analyse(content, language)
-    prediction = scorer.predict(content, a)
+    if request.rubric:
+        points = scale_points(request.rubric.scale.min, request.rubric.scale.max, request.rubric.scale.step)
+    else:
+        points = scale_points(*R.BUILTIN_SCALE, 1.0)
+    x = scorer.features(content, a)
+    prediction = scorer.predict_vector(x, stats, points)
     issue_spans: dict[str, list[tuple[int, int]]] = {}
     for issue in a.issues:
         issue_spans.setdefault(issue.type, []).append((issue.start, issue.end))
@@ -166,7 +195,8 @@ def analyse_request(request: AnalyzeRequest, scorer: Scorer) -> Deterministic:
     fb_summary = _summary(overall, weakest, a, lang)
     return Deterministic(language=language, feedback_language=lang, analysis=a, scores=scores, overall=overall,
                          issues=list(a.issues), feedback={"language": lang, "summary": fb_summary,
-                                                          "priorities": priorities}, weakest=weakest)
+                                                          "priorities": priorities}, weakest=weakest,
+                         features=x, prediction=prediction)
 
 
 def _summary(overall: dict, weakest: list[dict], a: Analysis, lang: str) -> str:

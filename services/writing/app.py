@@ -18,13 +18,14 @@ from common.auth import Caller, require_service_token, service_headers
 from common.errors import OpenAIError
 from common.http import make_client
 from common.logging import get_logger
-from services.writing.analysis import analyse_request, issue_dict, parse_request, public_scores
+from services.writing.analysis import (analyse_request, assignment_key, content_hash, issue_dict, parse_request,
+                                       public_scores)
 from services.writing.llm import LlmFailed, LlmReviewer
 from services.writing.rubric import SKILLS
 from services.writing.schemas import AnalyzeRequest, AnalyzeResponse
-from services.writing.scorer import Scorer
+from services.writing.scorer import FEATURES, Scorer
 from services.writing.settings import WritingSettings
-from services.writing.store import ProfileStore, now_iso
+from services.writing.store import AssignmentStatsStore, ProfileStore, now_iso
 
 log = get_logger("writing")
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_service_token)])
@@ -39,6 +40,7 @@ class Writing:
         self.settings = settings
         self.scorer = Scorer(settings.scorer_path)
         self.store = ProfileStore.from_url(settings.redis_url, settings.profile_key)
+        self.assignments = AssignmentStatsStore(self.store.redis, ttl_sec=settings.assignment_stats_ttl_days * 86400)
         self.ai_client = make_client(settings.ai_service_url, settings.llm_budget_sec + 2)
         self.llm = LlmReviewer(self.ai_client, budget_sec=settings.llm_budget_sec, max_tokens=settings.llm_max_tokens,
                                attempts=settings.llm_attempts, model=settings.llm_model)
@@ -73,7 +75,20 @@ async def analyze(request: Request, caller: Caller = Depends(require_service_tok
     body = parse_request(await request.body(), max_body_bytes=w.settings.max_body_bytes,
                          max_chars=w.settings.max_content_chars)
     user_id = _learner(caller, body.user_id)
-    det = await run_in_threadpool(analyse_request, body, w.scorer)
+    assignment = assignment_key(body) if w.settings.assignment_calibration else None
+    stats = None
+    if assignment:
+        try:
+            stats = await w.assignments.get(assignment, len(FEATURES))
+        except Exception as exc:  # calibration is an improvement, never a reason to fail the analysis
+            log.warning("assignment stats unavailable", extra={"error": repr(exc)})
+            assignment = None
+    det = await run_in_threadpool(analyse_request, body, w.scorer, stats)
+    if assignment:
+        try:
+            await w.assignments.add(assignment, content_hash(body.content), det.features)
+        except Exception as exc:
+            log.warning("assignment stats not updated", extra={"error": repr(exc)})
     w.seconds.labels("writing", "deterministic").observe(time.perf_counter() - started)
     content = body.content
     issues = list(det.issues)
@@ -118,14 +133,17 @@ async def analyze(request: Request, caller: Caller = Depends(require_service_tok
         scores=public_scores(det.scores), overall=det.overall, issues=[issue_dict(content, i) for i in issues],
         metrics=det.analysis.metrics, feedback=det.feedback,
         model={"scorer": w.scorer.version, "scorer_cross_prompt_qwk": info.get("cross_prompt_qwk_mean"),
-               "llm": llm_model},
+               "llm": llm_model, "calibration": det.prediction.calibration,
+               "assignment_essays": det.prediction.essays_seen},
         degraded=degraded, degraded_reason=reason, user_id=user_id, profile_updated=profile_updated,
         latency_ms=round((time.perf_counter() - started) * 1000, 1))
     w.analyses.labels("writing", "degraded" if degraded else "ok").inc()
     log.info("writing analysis", extra={"writing_type": body.writing_type, "language": det.language,
                                         "degraded": degraded, "reason": reason, "issues": len(issues),
                                         "llm_issues": llm_added, "llm_dropped": llm_dropped,
-                                        "profile_updated": profile_updated, "latency_ms": response.latency_ms})
+                                        "profile_updated": profile_updated, "calibration": det.prediction.calibration,
+                                        "assignment_essays": det.prediction.essays_seen,
+                                        "latency_ms": response.latency_ms})
     return response
 
 

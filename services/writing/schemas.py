@@ -54,6 +54,9 @@ class AnalyzeRequest(BaseModel):
                                                   "profile (docs/learner-profile.md)")
     course_id: str | None = Field(None, description="the course of the learner profile (default: `default`)")
     prompt: str | None = Field(None, description="the assignment text")
+    assignment_id: str | None = Field(None, description="identifies the assignment (within the course) for the "
+                                                        "scorer's per-assignment calibration; without it the "
+                                                        "prompt text's hash is used, and without either none")
     rubric: Rubric | None = Field(None, description="a custom rubric that replaces the built-in one")
 
 
@@ -168,6 +171,10 @@ class Feedback(BaseModel):
 class ModelInfo(BaseModel):
     scorer: str
     scorer_cross_prompt_qwk: float | None = None
+    calibration: Literal["absolute", "assignment"] = Field(
+        "absolute", description="`assignment`: the overall score is calibrated against the running statistics of "
+                                "earlier essays of the same assignment; `absolute`: the prompt-free cold-start model")
+    assignment_essays: int = Field(0, description="earlier essays of this assignment the calibration used")
     llm: str | None = Field(None, description="the LLM that wrote the llm-sourced issues; null when none did")
 
 

@@ -1,10 +1,21 @@
-"""The calibrated essay scorer: prompt-independent features + gradient-boosted regressors trained on human scores.
+"""The calibrated essay scorer: prompt-independent features + learned regressors trained on human scores.
 
-Holistic model: trained on ASAP prompts 1-6 and 8 with each prompt's score normalised to [0, 1] over its official
-range, so it predicts a prompt-free quality in [0, 1] that maps onto any scale. Trait models: trained on prompt 8's
-six trait scores (ideas, organization, voice, word choice, sentence fluency, conventions; scale 1-6) as residuals
-from the holistic score, so a trait is "holistic quality, shifted by what this trait model sees", anchored on the
-cross-prompt holistic model. No network, no LLM; the artifact is one small pickle (services/writing/models/).
+Two holistic models, both trained on ASAP prompts 1-6 and 8 (scores normalised to [0, 1] over each prompt's range):
+
+* absolute (cold start): gradient-boosted trees on the raw features -> a prompt-free quality in [0, 1]. Used when
+  the essay's assignment is unknown or fewer than `min_essays` essays of it have been seen.
+* relative (per-assignment calibration): the service keeps running feature statistics per assignment (count, sum,
+  sum of squares in Redis; services/writing/store.py). Features standardised within the assignment (z) say how
+  this essay compares with its classmates' essays on the same task: "long" means long *for this assignment*. A
+  gradient-boosted model on [raw, z] and a ridge on z predict the essay's within-assignment z-score of the human
+  score; that is mapped to [0, 1] with a prior mean and a prior spread that depends on the number of scale points
+  (raters use less of a wide scale: fitted on the training prompts, clipped to the range they span). The two are
+  blended, w = n / (n + k), so the calibration fades in as the assignment's essays arrive.
+
+Trait models: trained on prompt 8's six trait scores (ideas, organization, voice, word choice, sentence fluency,
+conventions; scale 1-6) as residuals from the holistic score, so a trait is "holistic quality, shifted by what
+this trait model sees". No network, no LLM; the artifact is one small pickle (services/writing/models/), written
+by `python -m services.writing.train_scorer`.
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ from __future__ import annotations
 import math
 import pickle
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +73,9 @@ def feature_vector(text: str, analysis: Analysis | None = None) -> np.ndarray:
     return np.array([f[name] for name in FEATURES], dtype=np.float64)
 
 
+Z_CLIP = 5.0
+
+
 def make_regressor(seed: int = 0):
     from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -69,10 +83,55 @@ def make_regressor(seed: int = 0):
                                          l2_regularization=1.0, random_state=seed)
 
 
+def make_ridge():
+    from sklearn.linear_model import Ridge
+
+    return Ridge(alpha=10.0)
+
+
+@dataclass
+class AssignmentStats:
+    """Running feature statistics of one assignment's essays (count, sums, sums of squares)."""
+
+    n: int = 0
+    sums: np.ndarray = field(default_factory=lambda: np.zeros(len(FEATURES)))
+    sumsq: np.ndarray = field(default_factory=lambda: np.zeros(len(FEATURES)))
+
+    def add(self, x: np.ndarray) -> None:
+        self.n += 1
+        self.sums = self.sums + x
+        self.sumsq = self.sumsq + x * x
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.sums / max(1, self.n)
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(np.maximum(self.sumsq / max(1, self.n) - self.mean ** 2, 0.0))
+
+
+def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Within-assignment z-scores, clipped (a feature constant so far gives 0, not a huge value)."""
+    safe = np.where(std > 1e-6, std, 1.0)
+    z = np.where(std > 1e-6, (x - mean) / safe, 0.0)
+    return np.clip(z, -Z_CLIP, Z_CLIP)
+
+
+def prior_sd(law: dict, points: float | None) -> float:
+    """Spread of normalised human scores on a scale with `points` steps: exp(a + b log points), clipped."""
+    if not points or points <= 0:
+        return law["default"]
+    return float(np.clip(math.exp(law["a"] + law["b"] * math.log(points)), law["lo"], law["hi"]))
+
+
 @dataclass
 class Prediction:
     holistic: float  # [0, 1]
     traits: dict[str, float]  # [0, 1] each
+    calibration: str = "absolute"  # absolute | assignment
+    essays_seen: int = 0
+    absolute: float = 0.0  # the cold-start estimate, for logs and tests
 
 
 class Scorer:
@@ -81,23 +140,71 @@ class Scorer:
     def __init__(self, path: Path | str = DEFAULT_MODEL_PATH):
         with open(path, "rb") as fh:
             bundle = pickle.load(fh)  # our own artifact, written by train_scorer.py
-        if bundle.get("features") != list(FEATURES):
+        if bundle.get("features") != list(FEATURES) or "relative_gbm" not in bundle:
             raise ValueError(f"{path}: trained on other features; retrain with python -m services.writing.train_scorer")
         self.version = bundle["version"]
-        self.holistic = bundle["holistic"]
+        self.bundle = bundle
+        self.holistic = bundle["absolute"]
         self.traits = bundle["traits"]
         self.info = bundle.get("info", {})
+        self.min_essays = int(bundle["calibration"]["min_essays"])
+        self.blend_k = float(bundle["calibration"]["k"])
 
-    def predict(self, text: str, analysis: Analysis | None = None) -> Prediction:
-        x = feature_vector(text, analysis).reshape(1, -1)
+    def features(self, text: str, analysis: Analysis | None = None) -> np.ndarray:
+        return feature_vector(text, analysis)
+
+    def predict(self, text: str, analysis: Analysis | None = None, stats: AssignmentStats | None = None,
+                points: float | None = None) -> Prediction:
+        """`stats`: the assignment's essays seen before this one (None = unknown assignment); `points`: the number
+        of steps on the target scale ((max - min) / step), which sets the prior spread."""
+        x = self.features(text, analysis)
+        return self.predict_vector(x, stats, points)
+
+    def predict_vector(self, x: np.ndarray, stats: AssignmentStats | None = None,
+                       points: float | None = None) -> Prediction:
         # One row: OpenMP threads only add contention (seconds on a busy 2-core box instead of milliseconds).
         with threadpool_limits(1):
-            return self._predict(x)
+            h, n = self.holistic_batch(x.reshape(1, -1), stats_rows(stats, 1), points)
+            absolute = float(np.clip(self.holistic.predict(x.reshape(1, -1))[0], 0.0, 1.0))
+            holistic = float(h[0])
+            traits = {name: float(np.clip(holistic + model.predict(x.reshape(1, -1))[0], 0.0, 1.0))
+                      for name, model in self.traits.items()}
+        mode = "assignment" if n[0] >= self.min_essays else "absolute"
+        return Prediction(holistic=holistic, traits=traits, calibration=mode, essays_seen=int(n[0]), absolute=absolute)
 
-    def _predict(self, x: np.ndarray) -> Prediction:
-        holistic = float(np.clip(self.holistic.predict(x)[0], 0.0, 1.0))
-        traits = {name: float(np.clip(holistic + model.predict(x)[0], 0.0, 1.0)) for name, model in self.traits.items()}
-        return Prediction(holistic=holistic, traits=traits)
+    def holistic_batch(self, x: np.ndarray, stats: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+                       points: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised holistic [0, 1] for rows x with per-row assignment stats (n, mean, std) or None."""
+        return holistic_from(self.bundle, x, stats, points)
+
+
+def stats_rows(stats: AssignmentStats | None, rows: int):
+    if stats is None:
+        return None
+    return (np.full(rows, stats.n), np.tile(stats.mean, (rows, 1)), np.tile(stats.std, (rows, 1)))
+
+
+def relative_z(bundle: dict, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Predicted within-assignment z-score of the human score (unit spread on the training prompts)."""
+    g = bundle["relative_gbm"].predict(np.hstack([x, z])) / bundle["relative_sd"][0]
+    r = bundle["relative_ridge"].predict(z) / bundle["relative_sd"][1]
+    return 0.5 * g + 0.5 * r
+
+
+def holistic_from(bundle: dict, x: np.ndarray, stats, points: float | None) -> tuple[np.ndarray, np.ndarray]:
+    absolute = np.clip(bundle["absolute"].predict(x), 0.0, 1.0)
+    if stats is None:
+        return absolute, np.zeros(len(x), dtype=int)
+    n, mean, std = stats
+    cal = bundle["calibration"]
+    warm = n >= cal["min_essays"]
+    out = absolute.copy()
+    if warm.any():
+        z = standardise(x[warm], mean[warm], std[warm])
+        rel = bundle["prior_mean"] + prior_sd(bundle["sd_law"], points) * relative_z(bundle, x[warm], z)
+        w = n[warm] / (n[warm] + cal["k"])
+        out[warm] = np.clip((1 - w) * absolute[warm] + w * np.clip(rel, 0.0, 1.0), 0.0, 1.0)
+    return out, np.asarray(n)
 
 
 def to_scale(value: float, lo: float, hi: float, step: float | None = 1.0) -> float:

@@ -28,6 +28,10 @@ class WritingSettings(ServiceSettings):
     llm_model: str = Field(default="", validation_alias="WRITING_LLM_MODEL")
     # The learner profile key (docs/learner-profile.md); guided reads the same setting.
     profile_key: str = Field(default="learner:{course_id}:{user_id}", validation_alias="WRITING_PROFILE_KEY")
+    # Per-assignment calibration of the scorer: running feature statistics per assignment (assignment_id, or the
+    # prompt text's hash) in Redis; used once the scorer's min_essays essays of that assignment have been seen.
+    assignment_calibration: bool = Field(default=True, validation_alias="WRITING_ASSIGNMENT_CALIBRATION")
+    assignment_stats_ttl_days: int = Field(default=180, ge=1, validation_alias="WRITING_ASSIGNMENT_STATS_TTL_DAYS")
 
     @model_validator(mode="after")
     def _token_outside_dev(self) -> "WritingSettings":

@@ -83,3 +83,52 @@ class ProfileStore:
                     return profile
                 except redis.WatchError:
                     continue
+
+
+class AssignmentStatsStore:
+    """Running feature statistics per assignment (the scorer's per-assignment calibration; docs/writing.md).
+
+    One Redis hash per assignment, `writing:assignment:{course_id}:{assignment}`: field `n` (essays) and, per
+    feature i, `s{i}` (sum) and `q{i}` (sum of squares), updated atomically with HINCRBY/HINCRBYFLOAT. A set of
+    content hashes (`...:seen`) keeps a resubmitted text from being counted twice. Only numbers are stored, never
+    the text. Both keys expire `ttl_sec` after the last essay."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "writing:assignment:", ttl_sec: int = 180 * 86400,
+                 max_seen: int = 5000):
+        self.redis = client
+        self.prefix = prefix
+        self.ttl_sec = ttl_sec
+        self.max_seen = max_seen
+
+    def key(self, assignment: str) -> str:
+        return self.prefix + assignment
+
+    async def get(self, assignment: str, width: int):
+        from services.writing.scorer import AssignmentStats
+
+        raw = await self.redis.hgetall(self.key(assignment))
+        if not raw or int(float(raw.get("n", 0))) <= 0:
+            return None
+        import numpy as np
+
+        return AssignmentStats(n=int(float(raw["n"])),
+                               sums=np.array([float(raw.get(f"s{i}", 0.0)) for i in range(width)]),
+                               sumsq=np.array([float(raw.get(f"q{i}", 0.0)) for i in range(width)]))
+
+    async def add(self, assignment: str, content_hash: str, x) -> bool:
+        """Adds one essay's feature vector; False (nothing changed) when this text was already counted."""
+        key = self.key(assignment)
+        seen = key + ":seen"
+        if not await self.redis.sadd(seen, content_hash):
+            return False
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(key, "n", 1)
+            for i, v in enumerate(x):
+                pipe.hincrbyfloat(key, f"s{i}", float(v))
+                pipe.hincrbyfloat(key, f"q{i}", float(v) * float(v))
+            pipe.expire(key, self.ttl_sec)
+            pipe.expire(seen, self.ttl_sec)
+            await pipe.execute()
+        if await self.redis.scard(seen) > self.max_seen:  # bound the dedupe set; the sums stay exact
+            await self.redis.spop(seen, 1)
+        return True

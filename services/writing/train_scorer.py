@@ -3,10 +3,16 @@
     python -m services.writing.train_scorer [--data ../shared/data/asap_aes] [--out services/writing/models/scorer.pkl]
                                             [--eval-only] [--report bench/results/writing_scorer.md]
 
-Evaluation (printed and written to the report):
+Evaluation (printed and written to the report), always with the old scorer (v1: trees on the raw features, which
+is also the new scorer's cold start) as the baseline in the same run:
   cross-prompt: for each prompt P in 1-6, 8, train on the other prompts (scores normalised to [0, 1] over each
-    prompt's official range), predict P, map back to P's range, quadratic weighted kappa against the human score;
-  prompt-specific: 5-fold CV inside each prompt (the NEA folds), the usual ASAP figure, for comparison;
+    prompt's official range; every tuned constant -- prior mean, spread law -- comes from those prompts only),
+    predict P, map back to P's range, quadratic weighted kappa against the human score. The new scorer sees P's
+    essays as the service would: streamed in essay-id order, each scored with the running statistics of the essays
+    before it (cold start until `min_essays`), then added to them;
+  prompt-specific: 5-fold CV inside each prompt (the NEA folds), the usual ASAP figure, for comparison (v1: trees
+    trained on the prompt's other folds; v2: trained on the other folds of all prompts, assignment statistics from
+    the prompt's training folds);
   traits: prompt 8's six traits, 5-fold CV.
 Then the shipped model is trained on all seven prompts (holistic) and prompt 8 (trait residuals).
 """
@@ -24,13 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
-from services.writing.scorer import DEFAULT_MODEL_PATH, FEATURES, TRAITS, feature_vector, make_regressor
+from services.writing.scorer import (DEFAULT_MODEL_PATH, FEATURES, TRAITS, feature_vector, holistic_from, make_regressor,
+                                     make_ridge, standardise)
 
 csv.field_size_limit(sys.maxsize)
 # Official score ranges (domain1_score) per prompt.
 RANGES = {1: (2, 12), 2: (1, 6), 3: (0, 3), 4: (0, 3), 5: (0, 4), 6: (0, 4), 8: (0, 60)}
 TRAIT_RANGE = (1, 6)
 PROMPTS = tuple(RANGES)
+CALIBRATION = {"min_essays": 10, "k": 10.0}  # fixed a priori, not tuned on the held-out prompts
+VERSION = "asap-cp-2"
 
 
 def qwk(a, b, lo: int, hi: int) -> float:
@@ -102,15 +111,70 @@ def denorm(values: np.ndarray, prompt: int) -> np.ndarray:
     return np.clip(np.rint(lo + np.clip(values, 0, 1) * (hi - lo)), lo, hi).astype(int)
 
 
+def points(prompt: int) -> int:
+    lo, hi = RANGES[prompt]
+    return hi - lo
+
+
+def within_z(a: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Standardise columns within each group (training: a prompt's whole set of essays)."""
+    a = a.reshape(len(a), -1)
+    out = np.zeros_like(a, dtype=np.float64)
+    for g in np.unique(groups):
+        m = groups == g
+        out[m] = standardise(a[m], a[m].mean(0), a[m].std(0))
+    return out
+
+
+def running_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For rows in arrival order: count, mean and std of the rows *before* each one (what the service has seen)."""
+    n = np.arange(len(x))
+    s = np.vstack([np.zeros(x.shape[1]), np.cumsum(x, 0)[:-1]])
+    q = np.vstack([np.zeros(x.shape[1]), np.cumsum(x * x, 0)[:-1]])
+    d = np.maximum(n, 1)[:, None]
+    mean = s / d
+    std = np.sqrt(np.maximum(q / d - mean ** 2, 0.0))
+    return n, mean, std
+
+
+def fit_bundle(x: np.ndarray, y: np.ndarray, prompts: np.ndarray, groups: np.ndarray | None = None) -> dict:
+    """The holistic part of the scorer from training essays (`groups`: the assignment of each essay, default the
+    prompt). Every constant comes from these essays only."""
+    groups = prompts if groups is None else groups
+    ps = sorted(set(prompts.tolist()))
+    sds = np.array([y[prompts == p].std() for p in ps])
+    b, a = np.polyfit(np.log([points(p) for p in ps]), np.log(sds), 1)
+    z = within_z(x, groups)
+    yz = within_z(y, groups)[:, 0]
+    gbm = make_regressor().fit(np.hstack([x, z]), yz)
+    ridge = make_ridge().fit(z, yz)
+    rel_sd = (float(gbm.predict(np.hstack([x, z])).std()), float(ridge.predict(z).std()))
+    return {"version": VERSION, "features": list(FEATURES), "absolute": make_regressor().fit(x, y),
+            "relative_gbm": gbm, "relative_ridge": ridge, "relative_sd": rel_sd,
+            "prior_mean": float(np.mean([y[prompts == p].mean() for p in ps])),
+            "sd_law": {"a": float(a), "b": float(b), "lo": float(sds.min()), "hi": float(sds.max()),
+                       "default": float(sds.mean())},
+            "calibration": dict(CALIBRATION), "traits": {}}
+
+
 def evaluate(rows, x, y, prompts) -> dict:
-    out = {"cross_prompt": {}, "prompt_specific": {}, "traits": {}}
+    out = {"cross_prompt": {}, "cross_prompt_v1": {}, "cross_prompt_first100": {}, "cross_prompt_first100_v1": {},
+           "prompt_specific": {}, "prompt_specific_v1": {}, "traits": {}}
+    gold_all = np.array([r["score"] for r in rows])
     for p in PROMPTS:
-        train, test = prompts != p, prompts == p
-        model = make_regressor().fit(x[train], y[train])
-        pred = denorm(model.predict(x[test]), p)
-        gold = np.array([r["score"] for r, t in zip(rows, test) if t])
-        out["cross_prompt"][p] = qwk(gold, pred, *RANGES[p])
-        print(f"  cross-prompt P{p}: QWK {out['cross_prompt'][p]:.3f}", flush=True)
+        train, test = prompts != p, np.where(prompts == p)[0]  # rows are in essay-id order: the arrival order
+        bundle = fit_bundle(x[train], y[train], prompts[train])
+        gold = gold_all[test]
+        v1 = denorm(bundle["absolute"].predict(x[test]), p)  # == the old scorer (same trees, same features)
+        v2, _ = holistic_from(bundle, x[test], running_stats(x[test]), points(p))
+        v2 = denorm(v2, p)
+        out["cross_prompt_v1"][p] = qwk(gold, v1, *RANGES[p])
+        out["cross_prompt"][p] = qwk(gold, v2, *RANGES[p])
+        out["cross_prompt_first100_v1"][p] = qwk(gold[:100], v1[:100], *RANGES[p])
+        out["cross_prompt_first100"][p] = qwk(gold[:100], v2[:100], *RANGES[p])
+        print(f"  cross-prompt P{p}: QWK v1 {out['cross_prompt_v1'][p]:.3f}  v2 streamed {out['cross_prompt'][p]:.3f}"
+              f"  (first 100: {out['cross_prompt_first100_v1'][p]:.3f} -> {out['cross_prompt_first100'][p]:.3f})",
+              flush=True)
     folds = np.array([r["fold"] for r in rows])
     for p in PROMPTS:
         idx = np.where(prompts == p)[0]
@@ -120,16 +184,29 @@ def evaluate(rows, x, y, prompts) -> dict:
             model = make_regressor().fit(x[tr], y[tr])
             pred.extend(denorm(model.predict(x[te]), p))
             gold.extend(rows[i]["score"] for i in te)
-        out["prompt_specific"][p] = qwk(gold, pred, *RANGES[p])
-        print(f"  prompt-specific P{p}: QWK {out['prompt_specific'][p]:.3f}", flush=True)
+        out["prompt_specific_v1"][p] = qwk(gold, pred, *RANGES[p])
+    preds = {p: np.zeros((prompts == p).sum(), dtype=int) for p in PROMPTS}
+    for k in range(5):
+        train = folds != k
+        bundle = fit_bundle(x[train], y[train], prompts[train])
+        for p in PROMPTS:
+            idx = np.where(prompts == p)[0]
+            tr, te = idx[folds[idx] != k], folds[idx] == k
+            xs = x[tr]
+            stats = (np.full(te.sum(), len(tr)), np.tile(xs.mean(0), (te.sum(), 1)), np.tile(xs.std(0), (te.sum(), 1)))
+            h, _ = holistic_from(bundle, x[idx[te]], stats, points(p))
+            preds[p][te] = denorm(h, p)
+    for p in PROMPTS:
+        out["prompt_specific"][p] = qwk(gold_all[prompts == p], preds[p], *RANGES[p])
+        print(f"  prompt-specific P{p}: QWK v1 {out['prompt_specific_v1'][p]:.3f}  v2 {out['prompt_specific'][p]:.3f}",
+              flush=True)
     idx = np.where(prompts == 8)[0]
     traits = np.array([rows[i]["traits"] for i in idx])
+    hol = make_regressor().fit(x[prompts != 8], y[prompts != 8])  # holistic never sees prompt 8 here
     for t, name in enumerate(TRAITS):
         gold, pred = [], []
         for k in range(5):
-            tr = idx[folds[idx] != k]
             te_mask = folds[idx] == k
-            hol = make_regressor().fit(x[prompts != 8], y[prompts != 8])  # holistic never sees prompt 8 here
             tr_mask = folds[idx] != k
             ok = tr_mask & ~np.isnan(traits[:, t])
             base_tr = hol.predict(x[idx[ok]])
@@ -138,22 +215,34 @@ def evaluate(rows, x, y, prompts) -> dict:
             keep = ~np.isnan(traits[te_mask, t])
             pred.extend(np.rint(1 + 5 * p_te[keep]).astype(int))
             gold.extend(np.rint(traits[te_mask, t][keep]).astype(int))
-            del tr
         out["traits"][name] = qwk(gold, pred, *TRAIT_RANGE)
         print(f"  trait {name} (P8, 5-fold, holistic trained without P8): QWK {out['traits'][name]:.3f}", flush=True)
     return out
 
 
+def _mean(d: dict) -> float:
+    return float(np.mean(list(d.values())))
+
+
 def report_md(result: dict, n: int, seconds: float) -> str:
-    cp, ps = result["cross_prompt"], result["prompt_specific"]
+    r = result
     lines = ["# Writing scorer: ASAP-AES quadratic weighted kappa", "",
-             f"{n} essays (prompts 1-6, 8); features: {len(FEATURES)} prompt-independent text features; "
-             f"regressor: gradient-boosted trees on scores normalised to [0, 1]; {seconds:.0f} s.", "",
-             "| prompt | range | cross-prompt QWK (trained on the other prompts) | prompt-specific QWK (5-fold) |",
-             "|---|---|---|---|"]
+             f"{n} essays (prompts 1-6, 8); {len(FEATURES)} prompt-independent text features; {seconds:.0f} s.",
+             "v1 = the old scorer (gradient-boosted trees on the raw features, scores normalised to [0, 1]); it is "
+             "also v2's cold start.",
+             f"v2 = {VERSION}: v1 blended with per-assignment calibration (running feature statistics of the "
+             f"assignment's earlier essays; from {CALIBRATION['min_essays']} essays on, weight n/(n+{CALIBRATION['k']:g})).",
+             "Cross-prompt: trained on the other six prompts; the held-out prompt's essays streamed in essay-id order, "
+             "each scored with the statistics of the essays before it. Prompt-specific: 5-fold (NEA folds).", "",
+             "| prompt | range | cross-prompt v1 | cross-prompt v2 (streamed) | first 100 essays v1 -> v2 "
+             "| prompt-specific v1 | prompt-specific v2 |", "|---|---|---|---|---|---|---|"]
     for p in PROMPTS:
-        lines.append(f"| {p} | {RANGES[p][0]}-{RANGES[p][1]} | {cp[p]:.3f} | {ps[p]:.3f} |")
-    lines.append(f"| **mean** | | **{np.mean(list(cp.values())):.3f}** | **{np.mean(list(ps.values())):.3f}** |")
+        lines.append(f"| {p} | {RANGES[p][0]}-{RANGES[p][1]} | {r['cross_prompt_v1'][p]:.3f} | {r['cross_prompt'][p]:.3f} "
+                     f"| {r['cross_prompt_first100_v1'][p]:.3f} -> {r['cross_prompt_first100'][p]:.3f} "
+                     f"| {r['prompt_specific_v1'][p]:.3f} | {r['prompt_specific'][p]:.3f} |")
+    lines.append(f"| **mean** | | **{_mean(r['cross_prompt_v1']):.3f}** | **{_mean(r['cross_prompt']):.3f}** "
+                 f"| {_mean(r['cross_prompt_first100_v1']):.3f} -> {_mean(r['cross_prompt_first100']):.3f} "
+                 f"| **{_mean(r['prompt_specific_v1']):.3f}** | **{_mean(r['prompt_specific']):.3f}** |")
     lines += ["", "Prompt 8 traits (1-6), 5-fold within prompt 8, residual on a holistic model trained without prompt 8:",
               "", "| trait | QWK |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in result["traits"].items()]
@@ -194,22 +283,22 @@ def main(argv: list[str] | None = None) -> int:
             args.report.write_text(md)
     if args.eval_only:
         return 0
-    holistic = make_regressor().fit(x, y)
+    bundle = fit_bundle(x, y, prompts)
+    holistic = bundle["absolute"]
     idx = np.where(prompts == 8)[0]
     traits = np.array([rows[i]["traits"] for i in idx])
     base = holistic.predict(x[idx])
-    trait_models = {}
     for t, name in enumerate(TRAITS):
         ok = ~np.isnan(traits[:, t])
-        trait_models[name] = make_regressor().fit(x[idx[ok]], (traits[ok, t] - 1) / 5 - base[ok])
+        bundle["traits"][name] = make_regressor().fit(x[idx[ok]], (traits[ok, t] - 1) / 5 - base[ok])
     info = {"trained_on": "ASAP-AES prompts 1-6, 8 (holistic); prompt 8 traits", "essays": len(rows),
             "features": list(FEATURES)}
     if result:
         info["cross_prompt_qwk"] = {str(k): round(v, 4) for k, v in result["cross_prompt"].items()}
-        info["cross_prompt_qwk_mean"] = round(float(np.mean(list(result["cross_prompt"].values()))), 4)
-        info["prompt_specific_qwk_mean"] = round(float(np.mean(list(result["prompt_specific"].values()))), 4)
-    bundle = {"version": "asap-gbr-1", "features": list(FEATURES), "holistic": holistic, "traits": trait_models,
-              "info": info}
+        info["cross_prompt_qwk_mean"] = round(_mean(result["cross_prompt"]), 4)
+        info["cross_prompt_qwk_mean_cold"] = round(_mean(result["cross_prompt_v1"]), 4)
+        info["prompt_specific_qwk_mean"] = round(_mean(result["prompt_specific"]), 4)
+    bundle["info"] = info
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "wb") as fh:
         pickle.dump(bundle, fh)

@@ -149,3 +149,38 @@ def test_undecodable_body(stack, writing):
                           headers={"authorization": f"Bearer {stack.api_key}", "content-type": "application/json"})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] in ("invalid_encoding", "invalid_json")
+
+
+def test_assignment_calibration_statistics(stack, writing):
+    """Per-assignment calibration: earlier essays' feature statistics (seeded here as if 12 essays had been analysed)
+    calibrate the score; each new text is counted once; without an assignment nothing is stored."""
+    from services.writing.analysis import assignment_key
+    from services.writing.schemas import AnalyzeRequest
+    from services.writing.scorer import FEATURES, Scorer
+
+    r = redis.Redis.from_url(stack.platform.redis_url, decode_responses=True)
+    scorer = Scorer()
+    sentences = [s.strip() + "." for s in ENGLISH.replace("\n", " ").split(".") if s.strip()]
+    aid = f"essay-{uuid.uuid4().hex[:8]}"
+    key = f"writing:assignment:default:{aid}"
+    seed = {"n": 12}
+    for i in range(12):
+        x = scorer.features(" ".join(sentences[i % len(sentences):][: 2 + i % 4]))
+        for j in range(len(FEATURES)):
+            seed[f"s{j}"] = seed.get(f"s{j}", 0.0) + float(x[j])
+            seed[f"q{j}"] = seed.get(f"q{j}", 0.0) + float(x[j]) ** 2
+    r.hset(key, mapping=seed)
+    for expected_seen in (12, 13):  # the second, identical text is not counted again
+        response = analyze(stack, content=ENGLISH, assignment_id=aid)
+        assert response.status_code == 200, response.text
+        model = response.json()["model"]
+        assert model["calibration"] == "assignment" and model["assignment_essays"] == 12 + (expected_seen > 12)
+        assert int(r.hget(key, "n")) == 13
+    # The prompt text identifies the assignment when no assignment_id is given; a first essay is scored cold.
+    prompt = f"Write a letter to your local newspaper about homework ({uuid.uuid4().hex[:6]})."
+    response = analyze(stack, content=ENGLISH, prompt=prompt)
+    assert response.status_code == 200 and response.json()["model"]["calibration"] == "absolute"
+    pkey = "writing:assignment:" + assignment_key(AnalyzeRequest(writing_type="essay", content="x", prompt=prompt))
+    assert int(r.hget(pkey, "n")) == 1 and r.ttl(pkey) > 0
+    assert analyze(stack, content="   ", assignment_id=aid).status_code == 400
+    assert int(r.hget(key, "n")) == 13

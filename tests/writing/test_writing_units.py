@@ -13,10 +13,10 @@ from services.writing import metrics as M
 from services.writing.analysis import analyse_request, parse_request, span_fields
 from services.writing.llm import locate, validate
 from services.writing.schemas import AnalyzeRequest, AnalyzeResponse
-from services.writing.scorer import FEATURES, Scorer, to_scale
+from services.writing.scorer import FEATURES, AssignmentStats, Scorer, to_scale
 from services.writing.store import merge
 from services.writing.train_scorer import main as train_main
-from services.writing.train_scorer import qwk
+from services.writing.train_scorer import qwk, running_stats
 from tests.writing.samples import CHINESE, ENGLISH, TRICKY
 
 DATA = Path("../shared/data/asap_aes")
@@ -150,6 +150,47 @@ def test_shipped_scorer_orders_quality():
     scorer = Scorer()
     assert len(scorer.info["features"]) == len(FEATURES)
     assert scorer.predict(ENGLISH).holistic > scorer.predict("computers is bad. i dont like it.").holistic
+
+
+def _cohort(scorer: Scorer, texts: list[str]) -> AssignmentStats:
+    stats = AssignmentStats()
+    for text in texts:
+        stats.add(scorer.features(text))
+    return stats
+
+
+SENTENCES = [s.strip() + "." for s in ENGLISH.replace("\n", " ").split(".") if s.strip()]
+
+
+def test_assignment_calibration_is_relative_to_the_cohort():
+    """The same essay scores higher among short, weak essays of its assignment than among long, strong ones; with
+    fewer than min_essays earlier essays (or none) the prompt-free cold-start model decides alone."""
+    scorer = Scorer()
+    essay = " ".join(SENTENCES[:6])
+    weak = [" ".join(SENTENCES[i:i + 1 + i % 2]).lower().replace(",", "") for i in range(12)]
+    strong = [" ".join(SENTENCES * (1 + i % 3))[: 900 + 150 * i] + "." for i in range(12)]
+    cold = scorer.predict(essay)
+    assert cold.calibration == "absolute" and cold.essays_seen == 0 and cold.holistic == pytest.approx(cold.absolute)
+    few = scorer.predict(essay, stats=_cohort(scorer, weak[: scorer.min_essays - 1]), points=5)
+    assert few.calibration == "absolute" and few.holistic == pytest.approx(cold.holistic)
+    among_weak = scorer.predict(essay, stats=_cohort(scorer, weak), points=5)
+    among_strong = scorer.predict(essay, stats=_cohort(scorer, strong), points=5)
+    assert among_weak.calibration == among_strong.calibration == "assignment"
+    assert among_weak.essays_seen == 12
+    assert among_weak.holistic > cold.absolute > among_strong.holistic
+    assert all(0 <= v <= 1 for v in among_strong.traits.values())
+
+
+def test_running_stats_match_incremental_stats():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, len(FEATURES)))
+    n, mean, std = running_stats(x)
+    stats = AssignmentStats()
+    for i in range(len(x)):
+        assert n[i] == stats.n
+        if i:
+            assert np.allclose(mean[i], stats.mean) and np.allclose(std[i], stats.std)
+        stats.add(x[i])
 
 
 def test_response_schema_is_published():
