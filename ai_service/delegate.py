@@ -49,6 +49,12 @@ async def delegate(request: Request, caller: Caller, service: str, path: str | N
     headers = {name: request.headers[name] for name in PASSED_REQUEST_HEADERS if name in request.headers}
     headers.update(service_headers(directory.token(service), caller))
     body = await request.body()
+    # safety (ai_service/moderation.py): a guided / role-play turn is checked before it is forwarded
+    from ai_service.moderation import moderate_delegated, moderate_delegated_reply
+
+    moderation, body, answered = await moderate_delegated(request, caller, service, body)
+    if answered is not None:
+        return answered
     upstream_request = client.build_request(request.method, path or request.url.path,
                                             params=request.query_params, content=body, headers=headers)
     try:
@@ -60,5 +66,7 @@ async def delegate(request: Request, caller: Caller, service: str, path: str | N
                           code=f"{service}_unavailable") from exc
     returned = {name: upstream.headers[name] for name in RETURNED_RESPONSE_HEADERS if name in upstream.headers}
     returned.update({k: v for k, v in upstream.headers.items() if k.startswith("x-tutorstack-")})
+    if moderation is not None and upstream.status_code < 400:  # safety: ... and its reply when it comes back
+        return await moderate_delegated_reply(request, moderation, upstream, returned)
     return StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code, headers=returned,
                              background=BackgroundTask(upstream.aclose))

@@ -639,6 +639,62 @@ class Moderation:
         return (None, completion_sse(completion)) if stream else (completion, None)
 
 
+# Delegated routes whose student message and reply are moderated: (method, path) -> (mode, service).
+DELEGATED_MODES = {("POST", "/v1/chat/guided"): ("guided", "guided"), ("POST", "/v1/roleplay"): ("roleplay", "practice")}
+
+
+async def moderate_delegated(request, caller: Caller, service: str, body: bytes):
+    """Before forwarding a guided / role-play turn: (context or None, the body to forward, or a ready
+    response answering instead: the self-harm template). Raises content_filtered for `block`."""
+    from starlette.responses import JSONResponse, StreamingResponse
+
+    moderation: Moderation | None = getattr(request.app.state, "moderation", None)
+    route = DELEGATED_MODES.get((request.method, request.url.path))
+    if moderation is None or route is None or not moderation.enabled:
+        return None, body, None
+    ctx = moderation.context(request, route[0], caller)
+    if ctx is None:
+        return None, body, None
+    body, answer = await moderation.delegated_input(body, ctx)
+    if answer is None:
+        return ctx, body, None
+    try:
+        stream = bool(json.loads(body or b"{}").get("stream"))
+    except (ValueError, AttributeError):
+        stream = False
+    payload, events = moderation.delegated_answer(route[1], answer, ctx, stream)
+    if events is not None:
+        return ctx, body, StreamingResponse(events, media_type="text/event-stream", headers={"cache-control": "no-cache"})
+    return ctx, body, JSONResponse(payload)
+
+
+async def moderate_delegated_reply(request, ctx: Context, upstream, returned: dict[str, str]):
+    """The reply of a moderated delegated route, checked: JSON whole, SSE as it streams."""
+    from starlette.background import BackgroundTask
+    from starlette.responses import JSONResponse, StreamingResponse
+
+    moderation: Moderation = request.app.state.moderation
+    content_type = upstream.headers.get("content-type", "")
+    if content_type.startswith("text/event-stream"):
+        return StreamingResponse(moderation.moderate_stream(upstream.aiter_raw(), ctx), status_code=upstream.status_code,
+                                 headers=returned, background=BackgroundTask(upstream.aclose))
+    try:
+        await upstream.aread()
+    finally:
+        await upstream.aclose()
+    try:
+        payload = json.loads(upstream.content)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        from starlette.responses import Response
+
+        return Response(upstream.content, status_code=upstream.status_code, headers=returned)
+    payload = await moderation.delegated_output(payload, ctx)
+    returned = {k: v for k, v in returned.items() if k != "content-type"}
+    return JSONResponse(payload, status_code=upstream.status_code, headers=returned)
+
+
 def answer_completion(text: str, model: str, ctx: Context) -> dict:
     """A chat.completion that answers with `text` (the self-harm template) instead of the model."""
     body = {"id": f"chatcmpl-mod-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),

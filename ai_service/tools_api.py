@@ -163,13 +163,15 @@ async def chat_with_tools(body: ToolChatRequest, request: Request, caller: Calle
     if not tools and body.tool_choice == "required":
         raise OpenAIError(400, "tool_choice is 'required' but no tool is enabled", param="tool_choice")
     model = await engine.resolve_model(body.model)
+    # safety (ai_service/moderation.py): the student's message once, tool results at every step, each answer
+    moderation = engine.moderation and engine.moderation.context(request, "tools", caller)
 
     async def complete(messages: list[dict], extra: dict) -> dict:
         fields = {"temperature": body.temperature, **extra}
         request_model = ChatCompletionRequest(model=model, messages=messages,
                                               **{k: v for k, v in fields.items() if v is not None})
         # Tool results carry course and learner data: the loop never leaves for the cloud tier.
-        served = await engine.complete(request_model, model, "private")
+        served = await engine.complete(request_model, model, "private", moderation)
         if served.status >= 400:
             raise OpenAIError(served.status, (served.body or {}).get("error", {}).get("message", "upstream error"),
                               code="upstream_client_error")
@@ -180,10 +182,22 @@ async def chat_with_tools(body: ToolChatRequest, request: Request, caller: Calle
                     max_tokens=body.max_tokens or settings.chat_default_max_tokens)
     choice = body.tool_choice.model_dump() if isinstance(body.tool_choice, NamedToolChoice) else body.tool_choice
     messages = [m.model_dump(exclude_none=True) for m in body.messages]
+    headers = {"x-tutorstack-upstream": "local", "x-tutorstack-data-classification": "private"}
+    if moderation:  # safety: a flagged message is refused (400) or, for self-harm, answered with the template
+        verdict = await engine.moderation.check_input(messages, moderation)
+        if verdict.respond is not None:
+            from ai_service.moderation import answer_completion, completion_sse
+
+            answer = answer_completion(verdict.respond, model, moderation)
+            if body.stream:
+                return StreamingResponse(completion_sse(answer), media_type="text/event-stream", headers=headers)
+            return JSONResponse({**answer, "tool_trace": [], "steps": 0, "stopped": "answered"}, headers=headers)
+        messages = verdict.messages
     result = await loop.run(messages, choice)
     extra = {"tool_trace": [step.as_dict() for step in result.trace], "steps": result.steps, "stopped": result.stopped,
              "builtin_results": result.builtin_results}
-    headers = {"x-tutorstack-upstream": "local", "x-tutorstack-data-classification": "private"}
+    if moderation and moderation.summary():  # safety
+        extra["moderation"] = moderation.summary()
     if body.stream:
         async def events():
             async for chunk in _completion_as_sse(result.completion):

@@ -122,9 +122,9 @@ class Moderator:
         self._profanity = None
         if profanity:
             try:
-                from profanity_check import predict_prob
+                from safety.profanity import ProfanityModel
 
-                self._profanity = predict_prob
+                self._profanity = ProfanityModel().predict
             except ImportError:  # the check is skipped, and says so in `checks`
                 self._profanity = None
         self.indexes: dict[str, SimilarityIndex] = {}
