@@ -167,24 +167,23 @@ SUPPORT_ZH = re.compile(
     r"|(?<!\d)(?:12355|12356|110|120)(?!\d)|400-?161-?9995|寻求帮助|求助")
 
 
+SAFETY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "safety"
+
+
+def support_template(lang: str) -> str:
+    """The school-editable self-harm answer ai_service sends (configs/safety/self_harm.<lang>.md)."""
+    for name in (f"self_harm.{lang}.md", "self_harm.en.md"):
+        path = SAFETY_CONFIG / name
+        if path.is_file():
+            return path.read_text(encoding="utf-8").strip()
+    if lang == "zh":
+        return "听起来你现在很难受。你并不孤单：请告诉一位你信任的大人，或拨打心理援助热线寻求帮助。"
+    return ("It sounds like you're going through a lot. You're not alone: please talk to a trusted adult or "
+            "contact a crisis helpline.")
+
+
 def _support_template_prefixes() -> list[str]:
-    """The first words of the school-editable self-harm template, when the safety package exposes it."""
-    try:
-        import safety
-    except ImportError:
-        return []
-    prefixes = []
-    for name in ("support_template", "self_harm_template", "support_message"):
-        fn = getattr(safety, name, None) or getattr(getattr(safety, "templates", None), name, None)
-        if callable(fn):
-            for lang in LANGS:
-                try:
-                    text = fn(lang)
-                except Exception:  # noqa: BLE001 - an optional helper; heuristics still apply
-                    continue
-                if isinstance(text, str) and text.strip():
-                    prefixes.append(text.strip()[:40])
-    return prefixes
+    return [support_template(lang)[:40] for lang in LANGS]
 
 
 _TEMPLATE_PREFIXES: list[str] | None = None
@@ -331,8 +330,10 @@ class Endpoint:
             else:
                 return f"HTTP {response.status_code}: {response.text[:200]}", "error"
         else:
-            message = response.json()["choices"][0]["message"]
-            result = ((message.get("content") or "").strip(), None)
+            choice = response.json()["choices"][0]
+            text = (choice["message"].get("content") or "").strip()
+            # ai_service replaces an answer it blocks on output (finish_reason content_filter)
+            result = (text, "blocked" if choice.get("finish_reason") == "content_filter" else None)
         self._cache[key] = result
         return result
 
@@ -343,55 +344,71 @@ def _moderator():
     return get_moderator()
 
 
-HARNESS_BLOCK = ("sexual", "violence", "harassment", "prompt_injection")
+# ai_service's moderation policy (configs/safety/policy.yaml, read here: no import of the service's package).
+ACTION_RANK = {"support": 5, "block": 4, "redact": 3, "warn": 2, "log": 1, "off": 0}
+FALLBACK_POLICY = {"self_harm": "support", "sexual": "block", "violence": "block", "harassment": "warn",
+                   "pii": "redact", "prompt_injection": "log"}
 
 
-def _support_text(lang: str) -> str:
-    for name in ("support_template", "self_harm_template", "support_message"):
-        try:
-            import safety
+def load_policy(mode: str = "default", path: str | Path | None = None) -> dict[str, str]:
+    """Actions per category for a chat mode: the file's `default` table, then the mode's own entries."""
+    import yaml
 
-            fn = getattr(safety, name, None) or getattr(getattr(safety, "templates", None), name, None)
-            if callable(fn):
-                return fn(lang)
-        except Exception:  # noqa: BLE001
-            pass
-    if lang == "zh":
-        return "听起来你现在很难受。你并不孤单：请告诉一位你信任的大人，或拨打心理援助热线寻求帮助。"
-    return ("It sounds like you're going through a lot. You're not alone: please talk to a trusted adult or "
-            "contact a crisis helpline.")
+    path = Path(path) if path else SAFETY_CONFIG / "policy.yaml"
+    table = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    policy = dict(FALLBACK_POLICY)
+    policy.update({k: v for k, v in (table.get("default") or {}).items() if k in CATEGORIES})
+    if mode != "default":
+        policy.update({k: v for k, v in (table.get(mode) or {}).items() if k in CATEGORIES})
+    return policy
 
 
-async def _harness_on(row: dict, endpoint: Endpoint, client, model: str, moderator) -> tuple[str, str | None, list]:
-    """ai_service's moderation, applied here: input check, generation, output check."""
-    actions = []
+def decide(categories: Iterable[str], policy: dict[str, str], direction: str) -> tuple[str, list[str]] | None:
+    """The strongest action over the flagged categories (prompt injection is not judged on output)."""
+    acted = [(policy.get(c, "log"), c) for c in dict.fromkeys(categories)
+             if not (direction == "output" and c == "prompt_injection")]
+    acted = [(a, c) for a, c in acted if a != "off"]
+    if not acted:
+        return None
+    return max(acted, key=lambda ac: ACTION_RANK.get(ac[0], 0))[0], [c for _, c in acted]
+
+
+async def _harness_on(row: dict, endpoint: Endpoint, client, model: str, moderator,
+                      policy: dict[str, str] | None = None) -> tuple[str, str | None, list]:
+    """ai_service's moderation, applied here: input check, generation, output check, with its policy's actions
+    (support: the self-harm template; block: refused; redact: personal data redacted; warn/log: delivered)."""
+    policy = policy or load_policy()
+    actions: list[str] = []
     prompt = row["prompt"]
-    found = {f.category for f in moderator.check(prompt, kind="input", lang=row["lang"])}
-    if "self_harm" in found:
-        return _support_text(row["lang"]), "support", ["input:self_harm:support"]
-    blocked = [c for c in HARNESS_BLOCK if c in found]
-    if blocked:
-        return "", "blocked", [f"input:{c}:block" for c in blocked]
-    if "pii" in found:
-        prompt, _kinds = moderator.redact_pii(prompt)
-        actions.append("input:pii:redact")
+    decided = decide((f.category for f in moderator.check(prompt, kind="input", lang=row["lang"])), policy, "input")
+    if decided:
+        action, categories = decided
+        actions += [f"input:{c}:{policy.get(c, 'log')}" for c in categories]
+        if action == "support" or (action == "block" and "self_harm" in categories):
+            return support_template(row["lang"]), "support", actions
+        if action == "block":
+            return "", "blocked", actions
+        if action == "redact":
+            prompt, _kinds = moderator.redact_pii(prompt)
     text, kind = await endpoint.complete(client, model, prompt)
     if kind:
         return text, kind, actions
-    found = {f.category for f in moderator.check(text, kind="output", lang=row["lang"])}
-    if "self_harm" in found:
-        return _support_text(row["lang"]), "support", actions + ["output:self_harm:support"]
-    blocked = [c for c in HARNESS_BLOCK if c in found]
-    if blocked:
-        return "", "blocked", actions + [f"output:{c}:block" for c in blocked]
-    if "pii" in found:
-        text, _kinds = moderator.redact_pii(text)
-        actions.append("output:pii:redact")
+    decided = decide((f.category for f in moderator.check(text, kind="output", lang=row["lang"])), policy, "output")
+    if decided:
+        action, categories = decided
+        actions += [f"output:{c}:{policy.get(c, 'log')}" for c in categories]
+        if action == "support" or (action == "block" and "self_harm" in categories):
+            return support_template(row["lang"]), "support", actions
+        if action == "block":
+            return "", "blocked", actions
+        if action == "redact":
+            text, _kinds = moderator.redact_pii(text)
     return text, None, actions
 
 
 async def run_config(rows: list[dict], *, model: str, label: str, moderation: str, endpoint: Endpoint,
-                     platform: Endpoint | None = None, moderator=None, progress: bool = True) -> list[Outcome]:
+                     platform: Endpoint | None = None, moderator=None, progress: bool = True,
+                     policy: dict[str, str] | None = None) -> list[Outcome]:
     """One configuration: every row answered (concurrently) and judged."""
     import httpx
 
@@ -407,7 +424,7 @@ async def run_config(rows: list[dict], *, model: str, label: str, moderation: st
             elif platform is not None:
                 text, kind = await platform.complete(client, "" if label == "base" else model, row["prompt"])
             else:
-                text, kind, actions = await _harness_on(row, endpoint, client, model, moderator)
+                text, kind, actions = await _harness_on(row, endpoint, client, model, moderator, policy)
         if kind == "error":
             outcome = Outcome(row["id"], row["lang"], row["category"], row["expect"], "error", False, [], text)
         else:
@@ -477,7 +494,8 @@ def evaluate_safety(*, url: str, api_key: str = "", models: list[str], moderatio
                     dataset: str = DEFAULT_REDTEAM, output: str | None = DEFAULT_OUTPUT,
                     platform_url: str | None = None, platform_key: str = "", max_tokens: int = 64,
                     concurrency: int = 8, limit: int = 0, sample: int = 0, seed: int = 0,
-                    title: str = "red-team set", progress: bool = True, moderator=None) -> dict[str, Any]:
+                    title: str = "red-team set", progress: bool = True, moderator=None,
+                    policy_mode: str = "default") -> dict[str, Any]:
     """Run every (model, moderation) configuration; write JSON (+ answers JSONL) and Markdown beside it."""
     all_rows = load_redteam(dataset)
     rows = select(all_rows, limit=limit, sample=sample, seed=seed)
@@ -485,6 +503,7 @@ def evaluate_safety(*, url: str, api_key: str = "", models: list[str], moderatio
     platform = (Endpoint(platform_url, platform_key, max_tokens=max_tokens, concurrency=concurrency,
                          headers={"x-data-classification": "private"}) if platform_url else None)
     moderator = moderator or _moderator()
+    policy = load_policy(policy_mode)
     started = time.time()
     configs, answers = [], []
     base_name = None
@@ -495,7 +514,8 @@ def evaluate_safety(*, url: str, api_key: str = "", models: list[str], moderatio
         for mode in moderation:
             t0 = time.time()
             outcomes = asyncio.run(run_config(rows, model=model, label=label, moderation=mode, endpoint=endpoint,
-                                              platform=platform, moderator=moderator, progress=progress))
+                                              platform=platform, moderator=moderator, progress=progress,
+                                              policy=policy))
             summary = summarize(outcomes)
             configs.append({"label": label, "model": model, "moderation": mode,
                             "via": "off" if mode == "off" else ("platform" if platform else "harness"),
@@ -504,9 +524,12 @@ def evaluate_safety(*, url: str, api_key: str = "", models: list[str], moderatio
             print(f"[safety] {label} moderation {mode}: unsafe {_pct(summary['unsafe_rate'])} of harmful, "
                   f"over-refusal {_pct(summary['over_refusal_rate'])} of benign, errors {summary['errors']} "
                   f"({configs[-1]['elapsed_s']} s)", flush=True)
+    policy_text = ", ".join(f"{c} {a}" for c, a in policy.items())
     report = {"title": title, "max_tokens": max_tokens, "concurrency": concurrency,
-              "moderation_via": (f"through the platform at {platform_url}" if platform
-                                 else "the `safety` input/output checks applied in the harness as ai_service does"),
+              "moderation_via": (f"through the platform at {platform_url} (/v1/chat/completions)" if platform
+                                 else "the `safety` input/output checks applied in the harness as ai_service does, "
+                                      f"with its policy for mode `{policy_mode}` ({policy_text})"),
+              "policy": None if platform else {"mode": policy_mode, "actions": policy},
               "dataset": {"path": dataset, "version": dataset_version(dataset), "sha256": file_sha256(dataset),
                           "count": len(all_rows), "evaluated": len(rows), "limit": limit, "sample": sample,
                           "seed": seed},
@@ -601,6 +624,8 @@ def add_safety_args(parser) -> None:
     g.add_argument("--platform-url", help="moderation on through the platform (gateway :8080 or ai_service) "
                                           "instead of the harness checks")
     g.add_argument("--platform-key", help="API key for --platform-url (default $TUTORSTACK_API_KEY)")
+    g.add_argument("--policy-mode", default="default",
+                   help="harness moderation: the ai_service policy table to apply (configs/safety/policy.yaml)")
     g.add_argument("--max-tokens", type=int, default=64)
     g.add_argument("--concurrency", type=int, default=8)
     g.add_argument("--sample", type=int, default=0, help="a stratified sample of N prompts (0: all)")
@@ -628,7 +653,8 @@ def run_safety_command(args) -> int:
             moderation=moderation, dataset=args.dataset, output=args.output or DEFAULT_OUTPUT,
             platform_url=args.platform_url, platform_key=args.platform_key or os.environ.get("TUTORSTACK_API_KEY", ""),
             max_tokens=args.max_tokens, concurrency=args.concurrency, limit=args.safety_limit, sample=args.sample,
-            seed=args.seed, title=args.title or "red-team set", progress=not args.no_progress)
+            seed=args.seed, title=args.title or "red-team set", progress=not args.no_progress,
+            policy_mode=args.policy_mode)
     except DatasetError as exc:
         print(f"{len(exc.problems)} problem(s) in the red-team set:\n{exc}", file=sys.stderr)
         return 1

@@ -192,20 +192,35 @@ class FakeEndpoint:
         return self.answers.get(prompt, "Here is a helpful answer."), None
 
 
-def test_harness_moderation_mirrors_ai_service():
-    endpoint = FakeEndpoint({"phone [phone] please": "Sure, you idiot."})
+def test_harness_moderation_applies_the_policy_actions():
+    endpoint = FakeEndpoint({"phone [phone] please": "Sure, you idiot.", "write about an idiot": "You idiot."})
     moderator = FakeModerator()
+    policy = {"self_harm": "support", "sexual": "block", "violence": "block", "harassment": "block",
+              "pii": "redact", "prompt_injection": "log"}
 
-    def run(prompt, lang="en"):
-        return asyncio.run(se._harness_on({"prompt": prompt, "lang": lang}, endpoint, None, "m", moderator))
+    def run(prompt, lang="en", policy=policy):
+        return asyncio.run(se._harness_on({"prompt": prompt, "lang": lang}, endpoint, None, "m", moderator, policy))
 
-    text, kind, actions = run("I want to die")
-    assert kind == "support" and actions == ["input:self_harm:support"] and text
+    text, kind, actions = run("I want to die", "zh")
+    assert kind == "support" and actions == ["input:self_harm:support"] and text == se.support_template("zh")
+    assert se.response_kind(text, "self_harm") == "support" and se.response_kind(text, "benign") == "support"
     assert run("where to stab him")[1:] == ("blocked", ["input:violence:block"])
     text, kind, actions = run("phone 555 please")
     assert endpoint.prompts[-1] == "phone [phone] please"  # redacted before it reached the model
     assert kind == "blocked" and actions == ["input:pii:redact", "output:harassment:block"]
     assert run("write a haiku") == ("Here is a helpful answer.", None, [])
+    warn = {**policy, "harassment": "warn"}  # warn and log deliver the answer (and flag it)
+    assert run("write about an idiot", policy=warn) == ("You idiot.", None, ["input:harassment:warn",
+                                                                             "output:harassment:warn"])
+
+
+def test_policy_is_read_from_the_ai_service_config():
+    default = se.load_policy()
+    assert set(default) == set(se.CATEGORIES) and default["self_harm"] == "support"
+    assert se.decide(["harassment", "violence"], {"harassment": "warn", "violence": "block"}, "input") == (
+        "block", ["harassment", "violence"])
+    assert se.decide(["prompt_injection"], {"prompt_injection": "block"}, "output") is None
+    assert se.decide(["pii"], {"pii": "off"}, "input") is None
 
 
 # ---------------------------------------------------------------- the loop's gate
