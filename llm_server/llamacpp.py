@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
@@ -127,7 +128,7 @@ def base_gguf(settings: LLMServerSettings) -> Path:
     source = manifest.get("source", {})
     target = gguf_cache(settings) / f"{manifest.get('name', model_dir.name)}.gguf"
     expected = source.get("gguf_sha256")
-    if target.is_file() and (not expected or target.stat().st_size > 0):
+    if target.is_file():  # written whole or not at all (renamed into place)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".gguf.partial")
@@ -179,7 +180,8 @@ def convert_adapter(settings: LLMServerSettings, name: str, adapter_dir: Path) -
     """The GGUF LoRA for a PEFT adapter directory, converted once per content (cached by hash)."""
     if not (adapter_dir / "adapter_config.json").is_file():
         raise LlamaCppError(f"{adapter_dir} is not a PEFT adapter (no adapter_config.json)")
-    target = gguf_cache(settings) / "adapters" / f"{name}-{adapter_fingerprint(adapter_dir)}.gguf"
+    # Named by content: a copy published under another name (or a rollback) is not converted again.
+    target = gguf_cache(settings) / "adapters" / f"{adapter_fingerprint(adapter_dir)}.gguf"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -224,11 +226,13 @@ def llama_server_command(settings: LLMServerSettings, binary: Path, gguf: Path, 
     return argv + shlex.split(settings.llamacpp_extra_args), reasons
 
 
-def lora_for(model: str | None, base_name: str, adapter_ids: dict[str, int]) -> list[dict] | None:
-    """The `lora` field for a request naming `model`: every adapter at scale 0 for the base model, the
-    named one at 1. None when the server has no adapters (nothing to set). KeyError: unknown model."""
+def lora_for(model: str | None, base_name: str, adapter_ids: dict[str, int],
+             served: set[str] | None = None) -> list[dict] | None:
+    """The `lora` field for a request naming `model`: every adapter llama-server holds at scale 0 for the
+    base model, the named one at 1. None when it holds none (nothing to set). KeyError: a model that is
+    neither the base model nor a served adapter (`served`: default every adapter held)."""
     if model and model != base_name:
-        if model not in adapter_ids:
+        if model not in adapter_ids or (served is not None and model not in served):
             raise KeyError(model)
         return [{"id": i, "scale": 1.0 if name == model else 0.0} for name, i in adapter_ids.items()]
     # Always explicit: a request without `lora` would keep whatever adapter its slot ran last.
@@ -285,6 +289,18 @@ class Backend:
                 continue
 
 
+try:  # loaded here, not in the forked child: preexec_fn must not import
+    _PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):
+    _PRCTL = None
+
+
+def _die_with_parent() -> None:
+    # Linux: llama-server gets SIGTERM if llm_server dies without stopping it (SIGKILL, a crash).
+    if _PRCTL is not None:
+        _PRCTL(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
 def _relay(popen: subprocess.Popen, prefix: str) -> None:
     assert popen.stdout is not None
     for raw in iter(popen.stdout.readline, b""):
@@ -333,7 +349,7 @@ class LlamaCppEngine:
                                                        for i, a in enumerate(argv)))
         self._generation += 1
         popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True, env={**os.environ, "LLAMA_ARG_HOST": "127.0.0.1"})
+                                 start_new_session=True, preexec_fn=_die_with_parent)
         threading.Thread(target=_relay, args=(popen, f"[llama.cpp#{self._generation}] "), daemon=True).start()
         backend = Backend(popen, f"http://127.0.0.1:{port}", key, {n: i for i, n in enumerate(loras)}, dict(loras))
         deadline = time.monotonic() + self.settings.vllm_start_timeout_sec
@@ -492,9 +508,8 @@ def create_proxy_app(engine: LlamaCppEngine, settings: LLMServerSettings) -> Fas
         requested = body.get("model") or settings.served_model_name
         if not isinstance(requested, str):
             return error(400, "model must be a string", "invalid_request")
-        ids = {n: i for n, i in backend.adapter_ids.items() if n in engine.served}
         try:
-            lora = lora_for(requested, settings.served_model_name, ids)
+            lora = lora_for(requested, settings.served_model_name, backend.adapter_ids, set(engine.served))
         except KeyError:
             return not_found(requested)
         if lora is not None:

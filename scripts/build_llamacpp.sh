@@ -32,7 +32,7 @@ fi
 PY="${PYTHON:-python3}"
 mkdir -p "$DEST/bin" "$HOME_DIR/downloads"
 LOG="$DEST/build.log"
-: > "$LOG"
+touch "$LOG"
 SDIST="$HOME_DIR/downloads/llama_cpp_python-$VERSION.tar.gz"
 if [ ! -f "$SDIST" ]; then
   say "llama.cpp: downloading the $PACKAGE sdist (source of llama-server, ~77 MB)"
@@ -43,18 +43,34 @@ if [ ! -f "$SDIST" ]; then
   mv "$tmp"/llama_cpp_python-*.tar.gz "$SDIST"
   rm -rf "$tmp"
 fi
-rm -rf "$DEST/src" "$DEST/build"
-mkdir -p "$DEST/src"
-tar -xzf "$SDIST" -C "$DEST/src" --strip-components=3 "llama_cpp_python-$VERSION/vendor/llama.cpp"
-command -v cmake >/dev/null 2>&1 || { echo "cmake is needed to build llama.cpp (apt-get install cmake, or pip install cmake)"; exit 1; }
-GENERATOR=()
-command -v ninja >/dev/null 2>&1 && GENERATOR=(-G Ninja)
-say "llama.cpp: building llama-server with $JOBS jobs (${CMAKE_ARGS_LLAMA}); about 10-20 min on 2 cores, log: $LOG"
-# shellcheck disable=SC2086
-cmake -S "$DEST/src" -B "$DEST/build" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
-  -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
-  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DGGML_OPENMP=ON \
-  $CMAKE_ARGS_LLAMA >>"$LOG" 2>&1 || { tail -30 "$LOG"; echo "llama.cpp: cmake configure failed (see $LOG)"; exit 1; }
+if [ -f "$DEST/build/CMakeCache.txt" ] && [ "$(cat "$DEST/.building" 2>/dev/null)" = "$STAMP" ]; then
+  say "llama.cpp: resuming an interrupted build (log: $LOG)"  # ninja rebuilds only what is missing
+else
+  rm -rf "$DEST/src" "$DEST/build"
+  mkdir -p "$DEST/src"
+  tar -xzf "$SDIST" -C "$DEST/src" --strip-components=3 "llama_cpp_python-$VERSION/vendor/llama.cpp"
+  if ! command -v g++ >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    say "llama.cpp: installing a C++ compiler (Debian's g++)"
+    apt-get install -y -qq g++ >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq g++ >/dev/null; }
+  fi
+  command -v g++ >/dev/null 2>&1 || { echo "a C++ compiler (g++) is needed to build llama.cpp"; exit 1; }
+  if ! command -v cmake >/dev/null 2>&1; then  # PyPI's cmake and ninja, in a small venv of their own
+    say "llama.cpp: cmake and ninja from PyPI"
+    [ -x "$DEST/buildtools/bin/python" ] || python3 -m venv "$DEST/buildtools"
+    "$DEST/buildtools/bin/python" -m pip install -q cmake ninja >>"$LOG" 2>&1 || { echo "could not install cmake (see $LOG)"; exit 1; }
+    export PATH="$DEST/buildtools/bin:$PATH"
+  fi
+  GENERATOR=()
+  command -v ninja >/dev/null 2>&1 && GENERATOR=(-G Ninja)
+  say "llama.cpp: building llama-server with $JOBS jobs (${CMAKE_ARGS_LLAMA}); about 10-20 min on 2 cores, log: $LOG"
+  # shellcheck disable=SC2086
+  cmake -S "$DEST/src" -B "$DEST/build" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+    -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
+    -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DGGML_OPENMP=ON \
+    $CMAKE_ARGS_LLAMA >>"$LOG" 2>&1 || { tail -30 "$LOG"; echo "llama.cpp: cmake configure failed (see $LOG)"; exit 1; }
+  echo "$STAMP" > "$DEST/.building"
+fi
+[ -x "$DEST/buildtools/bin/cmake" ] && export PATH="$DEST/buildtools/bin:$PATH"
 cmake --build "$DEST/build" --target llama-server -j "$JOBS" >>"$LOG" 2>&1 &
 build=$!
 started=$(date +%s)
@@ -67,6 +83,6 @@ done
 wait "$build" || { tail -30 "$LOG"; echo "llama.cpp: build failed (see $LOG)"; exit 1; }
 cp "$DEST/build/bin/llama-server" "$DEST/bin/llama-server"
 "$DEST/bin/llama-server" --version >>"$LOG" 2>&1 || { echo "llama.cpp: the built llama-server does not run (see $LOG)"; exit 1; }
-rm -rf "$DEST/build"  # ~1 GB of objects; the binary is static
+rm -rf "$DEST/build" "$DEST/.building"  # the objects; the binary is static
 echo "$STAMP" > "$DEST/.tutorstack-stamp"
 say "llama.cpp: llama-server ready at $DEST/bin/llama-server ($(( $(date +%s) - started ))s)"

@@ -96,3 +96,12 @@ def test_adapter_fingerprint_follows_the_weights(tmp_path):
     assert first == adapter_fingerprint(tmp_path) and len(first) == 16
     (tmp_path / "adapter_model.safetensors").write_bytes(b"weights-2")
     assert adapter_fingerprint(tmp_path) != first
+
+
+def test_an_adapter_no_longer_served_is_unknown_but_still_reset_for_other_requests():
+    held = {"peer-v1": 0, "probe-v2": 1}
+    with pytest.raises(KeyError):
+        lora_for("probe-v2", "Base", held, served={"peer-v1"})
+    # probe-v2 stays in llama-server's memory after an unload: still set to 0 explicitly.
+    assert lora_for("peer-v1", "Base", held, served={"peer-v1"}) == [{"id": 0, "scale": 1.0}, {"id": 1, "scale": 0.0}]
+    assert lora_for("Base", "Base", held, served=set()) == [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.0}]
