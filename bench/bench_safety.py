@@ -9,9 +9,9 @@ gold is the text's single label (`none` = no category). Also the false-alarm rat
 Latency (in-process, on this machine, after the models are loaded):
 - non-streamed: one input check of the request plus one output check of the whole answer;
 - streamed: the input check (it delays the first token), then the stream scanner: the answer arrives in
-  small deltas and the classifier re-checks the trailing window each time enough new text has arrived (the
-  ai_service stream scanner when it exposes one, else this script's window scan with the same sizes); reported
-  are the total added per answer and the per-scan stall a chunk can wait.
+  small deltas and the classifier re-checks the new text plus a trailing window each time 64 characters have
+  arrived or a sentence ends (the same rule and sizes as ai_service's `moderate_stream`, timed here without its
+  SSE plumbing); reported are the total added per answer and the per-scan stall a chunk can wait.
 Requests and answers are built from realistic sizes: prompts from the red-team set (both languages) and
 answers of about 600 characters (English) or 300 (Chinese) joined from the labelled set's benign texts.
 """
@@ -111,45 +111,40 @@ def stream_deltas(answer: str, lang: str) -> list[str]:
     return [answer[i:i + step] for i in range(0, len(answer), step)]
 
 
-def stream_scanner_factory(moderator):
-    """ai_service's stream scanner when it exposes one (S1), else a window scan of the same shape."""
-    try:
-        from ai_service import moderation as service_moderation  # noqa: F401
+class StreamScan:
+    """ai_service's stream check (ai_service/moderation.py `moderate_stream`), the classifier part of it: every
+    SAFETY_STREAM_CHECK_CHARS (64) new characters, or at a sentence end, the new text plus the
+    SAFETY_STREAM_WINDOW_CHARS (320) before it is checked as output; at [DONE] whatever is unchecked."""
 
-        scanner_cls = getattr(service_moderation, "StreamScanner", None)
-    except Exception:  # noqa: BLE001 - ai_service's module is optional here
-        scanner_cls = None
-    if scanner_cls is not None:
-        try:
-            probe = scanner_cls(moderator=moderator, lang="en")
-            if hasattr(probe, "feed"):
-                return "ai_service.moderation.StreamScanner", lambda lang: scanner_cls(moderator=moderator, lang=lang)
-        except TypeError:
-            pass
-    return "window scan (240 chars, every 120 new characters)", lambda lang: WindowScanner(moderator, lang)
-
-
-class WindowScanner:
-    WINDOW, STEP = 240, 120
+    EVERY, WINDOW = 64, 320
+    ENDS = ".!?。！？\n"
 
     def __init__(self, moderator, lang: str):
-        self.moderator, self.lang, self.text, self.unscanned = moderator, lang, "", 0
+        self.moderator, self.lang, self.answer, self.checked_to, self.scans = moderator, lang, "", 0, 0
+
+    def _verdict(self):
+        if len(self.answer) == self.checked_to:
+            return []
+        text = self.answer[max(0, self.checked_to - self.WINDOW):]
+        self.checked_to = len(self.answer)
+        self.scans += 1
+        return self.moderator.check(text, kind="output", lang=self.lang)
 
     def feed(self, delta: str):
-        self.text += delta
-        self.unscanned += len(delta)
-        if self.unscanned >= self.STEP:
-            self.unscanned = 0
-            return self.moderator.check(self.text[-self.WINDOW:], kind="output", lang=self.lang)
+        self.answer += delta
+        if len(self.answer) - self.checked_to >= self.EVERY or (delta and delta.rstrip()[-1:] in self.ENDS):
+            return self._verdict()
         return []
 
     def finish(self):
-        return self.moderator.check(self.text[-self.WINDOW:], kind="output", lang=self.lang) if self.unscanned else []
+        return self._verdict()
 
 
 def latency(moderator, count: int, seed: int) -> dict:
     triples = build_requests(count, seed)
-    scanner_name, make_scanner = stream_scanner_factory(moderator)
+    scanner_name = (f"ai_service's moderate_stream scan: every {StreamScan.EVERY} new characters or a sentence end, "
+                    f"new text + {StreamScan.WINDOW} characters before it")
+    scans = []
     non_streamed, streamed, stalls, inputs, outputs = [], [], [], [], []
     for lang, prompt, answer in triples:
         t0 = time.perf_counter()
@@ -160,7 +155,7 @@ def latency(moderator, count: int, seed: int) -> dict:
         inputs.append(t1 - t0)
         outputs.append(t2 - t1)
         non_streamed.append(t2 - t0)
-        scanner = make_scanner(lang)
+        scanner = StreamScan(moderator, lang)
         total = t1 - t0  # the input check runs before the first token in both cases
         for delta in stream_deltas(answer, lang):
             s0 = time.perf_counter()
@@ -170,10 +165,10 @@ def latency(moderator, count: int, seed: int) -> dict:
             if spent > 0.0005:
                 stalls.append(spent)
         s0 = time.perf_counter()
-        if hasattr(scanner, "finish"):
-            scanner.finish()
+        scanner.finish()
         total += time.perf_counter() - s0
         streamed.append(total)
+        scans.append(scanner.scans)
 
     def ms(values):
         return {"p50_ms": round(1000 * percentile(values, 50), 1), "p95_ms": round(1000 * percentile(values, 95), 1),
@@ -181,7 +176,7 @@ def latency(moderator, count: int, seed: int) -> dict:
 
     return {"requests": len(triples), "stream_scanner": scanner_name, "input_check": ms(inputs),
             "output_check": ms(outputs), "non_streamed_added": ms(non_streamed), "streamed_added_total": ms(streamed),
-            "stream_scan_stall": ms(stalls),
+            "stream_scan_stall": ms(stalls), "scans_per_answer": round(statistics.mean(scans), 1),
             "answer_chars": {"en": 600, "zh": 300}}
 
 
@@ -209,7 +204,7 @@ def to_markdown(report: dict) -> str:
     lat = report["latency"]
     lines += ["## Added latency per request (in-process, 2 cores shared)", "",
               f"{lat['requests']} requests (red-team prompts; answers ~600 chars en / ~300 zh). "
-              f"Stream scanner: {lat['stream_scanner']}.", "",
+              f"Stream scanner: {lat['stream_scanner']} ({lat['scans_per_answer']} scans per answer on average).", "",
               "| what | p50 ms | p95 ms | mean ms |", "|---|---:|---:|---:|"]
     for key, label in (("input_check", "input check (before the first token)"),
                        ("output_check", "output check of a whole answer"),

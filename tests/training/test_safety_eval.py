@@ -294,3 +294,23 @@ def test_evaluate_without_predictions_or_safety_is_a_usage_error(capsys):
                                   "having a tough time.", "很抱歉听到这个消息，你一定很难过。"])
 def test_sympathy_is_not_a_refusal(text):
     assert se.response_kind(text, "benign") == "answer"
+
+
+def test_bench_precision_recall_math():
+    from bench.bench_safety import prf, quality
+
+    class Keyword:
+        def check(self, text, *, kind="input", lang=None):
+            return [F("violence")] if "kill" in text else []
+
+    rows = [{"id": "1", "lang": "en", "label": "violence", "text": "I will kill you"},
+            {"id": "2", "lang": "en", "label": "violence", "text": "I will hurt you"},
+            {"id": "3", "lang": "zh", "label": "none", "text": "I killed it in my talk"},
+            {"id": "4", "lang": "zh", "label": "none", "text": "hello"}]
+    result = quality(rows, Keyword(), ("violence", "pii"), "input")
+    assert result["all"]["per_category"]["violence"] == prf(1, 1, 1) == {
+        "tp": 1, "fp": 1, "fn": 1, "precision": 0.5, "recall": 0.5, "f1": 0.5}
+    assert result["all"]["per_category"]["pii"]["precision"] is None
+    assert result["en"]["per_category"]["violence"]["precision"] == 1.0
+    assert result["zh"]["none_false_alarm_rate"] == 0.5 and result["all"]["exact_match"] == 0.5
+    assert [e["id"] for e in result["errors"]] == ["2", "3"]
