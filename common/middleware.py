@@ -20,6 +20,9 @@ access_log = logging.getLogger("access")
 
 def _route_template(app, scope: Scope) -> str:
     # Label metrics by route template (/v1/adapters/{name}), never by raw path: bounded cardinality.
+    matched = scope.get("route")  # set by the router when it matched: no second pass over every route
+    if matched is not None and getattr(matched, "path", None):
+        return matched.path
     for route in getattr(app, "routes", []):
         match, _ = route.matches(scope)
         if match == Match.FULL:
