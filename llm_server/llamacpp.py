@@ -239,6 +239,25 @@ def lora_for(model: str | None, base_name: str, adapter_ids: dict[str, int],
     return [{"id": i, "scale": 0.0} for i in adapter_ids.values()] or None
 
 
+def vllm_named_metrics(llamacpp_metrics: str, model: str, slots: int) -> str:
+    """llama-server's load under vLLM's metric names, so a balancer reading replicas' /metrics (running,
+    waiting, cache use) treats a llama.cpp replica like a vLLM one. Cache use: the share of busy slots."""
+    values = {}
+    for line in llamacpp_metrics.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("llamacpp:requests_processing", "llamacpp:requests_deferred"):
+            try:
+                values[name] = float(value)
+            except ValueError:
+                pass
+    running = values.get("llamacpp:requests_processing", 0.0)
+    waiting = values.get("llamacpp:requests_deferred", 0.0)
+    label = '{model_name="%s"}' % model.replace('"', "")
+    return (f"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{label} {running:g}\n"
+            f"# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{label} {waiting:g}\n"
+            f"# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{label} {min(1.0, running / slots):g}\n")
+
+
 def not_found(model: str) -> JSONResponse:
     # vLLM's shape and wording, so clients see the same error from either engine.
     return JSONResponse({"error": {"message": f"The model `{model}` does not exist.", "type": "NotFoundError",
@@ -448,8 +467,10 @@ def create_proxy_app(engine: LlamaCppEngine, settings: LLMServerSettings) -> Fas
             return backend
         upstream = await engine.http.get(f"{backend.url}/metrics",
                                          headers={"Authorization": f"Bearer {backend.api_key}"})
-        return Response(upstream.content, status_code=upstream.status_code,
-                        media_type=upstream.headers.get("content-type", "text/plain"))
+        if upstream.status_code != 200:
+            return Response(upstream.content, status_code=upstream.status_code)
+        text = upstream.text + vllm_named_metrics(upstream.text, settings.served_model_name, settings.llamacpp_parallel)
+        return Response(text, media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:

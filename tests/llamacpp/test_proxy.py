@@ -99,7 +99,8 @@ def test_unknown_models_bad_bodies_and_missing_keys_get_vllm_shaped_errors(proxy
     bad = httpx.post(f"{proxy['url']}/v1/chat/completions", content=b"{not json", headers=AUTH)
     assert bad.status_code == 400 and bad.json()["error"]["message"]
     assert httpx.get(f"{proxy['url']}/health").status_code == 200  # open, like vLLM's
-    assert "llamacpp:requests_processing" in httpx.get(f"{proxy['url']}/metrics").text
+    metrics = httpx.get(f"{proxy['url']}/metrics").text
+    assert "llamacpp:requests_processing" in metrics and "vllm:num_requests_running" in metrics
 
 
 def test_loading_an_adapter_hands_over_to_a_llama_server_holding_it_and_unloading_stops_routing(proxy):

@@ -105,3 +105,13 @@ def test_an_adapter_no_longer_served_is_unknown_but_still_reset_for_other_reques
     # probe-v2 stays in llama-server's memory after an unload: still set to 0 explicitly.
     assert lora_for("peer-v1", "Base", held, served={"peer-v1"}) == [{"id": 0, "scale": 1.0}, {"id": 1, "scale": 0.0}]
     assert lora_for("Base", "Base", held, served=set()) == [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.0}]
+
+
+def test_llamacpp_load_is_also_published_under_vllm_metric_names():
+    from llm_server.llamacpp import vllm_named_metrics
+
+    text = vllm_named_metrics("# HELP x\nllamacpp:requests_processing 3\nllamacpp:requests_deferred 2\n", "M", 4)
+    assert 'vllm:num_requests_running{model_name="M"} 3\n' in text
+    assert 'vllm:num_requests_waiting{model_name="M"} 2\n' in text
+    assert 'vllm:kv_cache_usage_perc{model_name="M"} 0.75\n' in text
+    assert 'vllm:num_requests_running{model_name="M"} 0\n' in vllm_named_metrics("", "M", 4)
