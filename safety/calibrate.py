@@ -20,7 +20,7 @@ import yaml
 from safety.moderator import CATEGORIES, EMBEDDED_CATEGORIES, FLAG_AT, THRESHOLDS_FILE, Moderator
 
 DEV = Path(__file__).parent / "dev" / "dev.jsonl"
-CONTRASTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+MARGINS = (-0.05, -0.02, 0.0, 0.02, 0.05, 0.08)
 PROFANITY_WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
@@ -39,7 +39,9 @@ def f1(rows, predictions, category) -> tuple[float, float, float]:
     fn = sum(1 for r, p in zip(rows, predictions) if category not in p and category in r["labels"])
     precision = tp / (tp + fp) if tp + fp else 1.0
     recall = tp / (tp + fn) if tp + fn else 1.0
-    return precision, recall, (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    beta2 = 0.25  # F0.5: precision counts more than recall (over-refusal is a cost for students too)
+    return precision, recall, ((1 + beta2) * precision * recall / (beta2 * precision + recall)
+                               if precision + recall else 0.0)
 
 
 def calibrate(moderator: Moderator, rows: list[dict]) -> dict:
@@ -53,8 +55,8 @@ def calibrate(moderator: Moderator, rows: list[dict]) -> dict:
         sims = np.concatenate([signals[i][2][1][c][:, 0] for i in picked for c in EMBEDDED_CATEGORIES])
         grid = np.round(np.arange(np.percentile(sims, 5), np.percentile(sims, 99.5) + 0.005, 0.005), 3)
         best_total, best_settings = -1.0, None
-        for contrast in CONTRASTS:
-            settings = {"temperature": 0.02, "contrast": contrast}
+        for margin in MARGINS:
+            settings = {"temperature": 0.02, "margin": margin}
             total = 0.0
             for category in EMBEDDED_CATEGORIES:
                 scores = []
@@ -70,7 +72,7 @@ def calibrate(moderator: Moderator, rows: list[dict]) -> dict:
             if total > best_total:
                 best_total, best_settings = total, settings
         thresholds["embedding"][lang] = best_settings
-        print(f"{lang}: contrast {best_settings['contrast']}, mean F1 {best_total / len(EMBEDDED_CATEGORIES):.3f}")
+        print(f"{lang}: margin {best_settings['margin']}, mean F0.5 {best_total / len(EMBEDDED_CATEGORIES):.3f}")
     en_rows = [i for i, r in enumerate(rows) if r["lang"] == "en"]
     best = max(PROFANITY_WEIGHTS, key=lambda w: (f1([rows[i] for i in en_rows], [
         flagged(moderator, signals[i], {**thresholds, "profanity_weight": w}) for i in en_rows], "harassment")[2], -w))
@@ -79,7 +81,7 @@ def calibrate(moderator: Moderator, rows: list[dict]) -> dict:
 
 
 def report(moderator: Moderator, rows, signals, thresholds) -> str:
-    lines = ["| category | lang | precision | recall | F1 |", "|---|---|---|---|---|"]
+    lines = ["| category | lang | precision | recall | F0.5 |", "|---|---|---|---|---|"]
     for lang in ("en", "zh"):
         picked = [i for i, r in enumerate(rows) if r["lang"] == lang]
         predictions = [flagged(moderator, signals[i], thresholds) for i in picked]

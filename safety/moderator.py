@@ -5,7 +5,7 @@ Checks, each giving a score in [0, 1] per category:
 - `lexicon`: per-category phrase lists in English and Chinese (safety/lists/*.lexicon.txt);
 - `profanity_model`: alt-profanity-check's shipped linear model, English harassment and abuse;
 - `embedding`: similarity to curated seed phrasings per category (safety/lists/<category>.<lang>.txt)
-  against hard negatives (benign.<lang>.txt): MiniLM-L6 int8 for English, multilingual-e5 for Chinese.
+  that must also be closer to them than to hard negatives (benign.<lang>.txt) by a margin: MiniLM-L6 int8 for English, multilingual-e5 for Chinese.
 Scores of one category combine as a noisy OR; a category is flagged at >= 0.5. The embedding
 thresholds come from safety/thresholds.yaml (calibrated on safety/dev/dev.jsonl by
 `python -m safety.calibrate`).
@@ -216,10 +216,11 @@ class Moderator:
             lang, raw = embedded
             settings = thresholds.get("embedding", {}).get(lang, {})
             temperature = settings.get("temperature", 0.02)
-            contrast = settings.get("contrast", 1.0)
+            margin = settings.get("margin", 0.0)
             for category, pairs in raw.items():
                 threshold = settings.get(category, settings.get("default", 0.6))
-                margins = (pairs[:, 0] - threshold) + contrast * (pairs[:, 0] - pairs[:, 1])
+                # both: close enough to the category's seeds, and closer to them than to any benign one
+                margins = np.minimum(pairs[:, 0] - threshold, pairs[:, 0] - pairs[:, 1] - margin)
                 parts[category].append((_sigmoid(float(margins.max()) / temperature), "embedding"))
         combined: dict[str, tuple[float, str]] = {}
         for category, scored in parts.items():

@@ -22,20 +22,21 @@ class PiiSpan:
     end: int
 
 
-EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}(?![\w])")
+EMAIL = re.compile(r"(?<![A-Za-z0-9_.+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}(?![A-Za-z0-9_])")
 
+# Lookarounds name ASCII classes: in Python \w matches Chinese characters too ("发到a@b.cn").
 # Chinese mobile numbers: 1[3-9]x xxxx xxxx, optionally +86 / 0086, separators space or dash.
 CN_MOBILE = re.compile(r"(?<![\d+])(?:(?:\+|00)86[\s-]?)?1[3-9]\d(?:[\s-]?\d{4}){2}(?!\d)")
 # Chinese landlines: 0xx-xxxxxxxx / 0xxx-xxxxxxx (area code with a separator, or in brackets).
 CN_LANDLINE = re.compile(r"(?<!\d)(?:\(0\d{2,3}\)\s?|0\d{2,3}-)\d{7,8}(?!\d)")
 # North American and international numbers: +CC groups, (xxx) xxx-xxxx, xxx-xxx-xxxx, xxx.xxx.xxxx.
-NANP = re.compile(r"(?<![\w+])(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?!\d)")
-INTERNATIONAL = re.compile(r"(?<![\w+])\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}(?!\d)")
+NANP = re.compile(r"(?<![A-Za-z0-9_+])(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?!\d)")
+INTERNATIONAL = re.compile(r"(?<![A-Za-z0-9_+])\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}(?!\d)")
 
 CN_ID = re.compile(r"(?<![\dA-Za-z])[1-9]\d{16}[\dXx](?![\dA-Za-z])")
 SSN = re.compile(r"(?<![\d-])(\d{3})-(\d{2})-(\d{4})(?![\d-])")
 SSN_CONTEXT = re.compile(r"(?i)\b(?:ssn|social security(?: number| no\.?)?)\W{0,5}(\d{9})(?!\d)")
-CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+CARD = re.compile(r"(?<![\d+])(?:\d[ -]?){12,18}\d(?!\d)")
 
 _STREET_SUFFIX = (r"street|st|avenue|ave|road|rd|lane|ln|drive|dr|boulevard|blvd|court|ct|way|place|pl|"
                   r"terrace|circle|parkway|pkwy|highway|hwy|square|sq")
@@ -105,7 +106,7 @@ def find_pii(text: str) -> list[PiiSpan]:
             spans.append(PiiSpan("id_number", m.start(1), m.end(1)))
     for m in CARD.finditer(text):
         digits = _digits(m.group(0))
-        if 13 <= len(digits) <= 19 and luhn_ok(digits) and len(set(digits)) > 1:
+        if 13 <= len(digits) <= 19 and luhn_ok(digits) and len(set(digits)) > 1 and not CN_MOBILE.fullmatch(m.group(0)):
             spans.append(PiiSpan("card", m.start(), m.end()))
     for pattern in (CN_MOBILE, CN_LANDLINE, NANP, INTERNATIONAL):
         for m in pattern.finditer(text):

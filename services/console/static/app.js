@@ -49,6 +49,7 @@ function show() {
   for (const s of document.querySelectorAll(".view")) s.hidden = s.id !== `view-${view}`;
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.getAttribute("href") === `#${view}`);
   const onShow = { leaderboard: loadLeaderboard, adapters: loadAdapters, health: loadHealth, comments: loadComments,
+                   safety: loadSafety,
                    metrics: loadMetrics, writing: probeWriting, guided: probeGuided }[view];
   if (onShow) onShow();
 }
@@ -215,6 +216,17 @@ async function learner(ev) {
   } catch (e) { out.innerHTML = `<p class="error">${[404, 502, 503].includes(e.status) ? esc(e.message) : "Error: " + esc(e.message)}</p>`; }
 }
 
+// safety events (GET /v1/safety/events, teachers and admins): flagged moderation findings per course
+async function loadSafety(ev) {
+  if (ev) ev.preventDefault();
+  const course = $("#safety-course").value.trim() || "default";
+  try {
+    const r = await api("GET", `/v1/safety/events?course=${encodeURIComponent(course)}&limit=200`);
+    $("#safety-events tbody").innerHTML = r.data.length ? r.data.map((e) => `<tr><td>${new Date(e.time * 1000).toLocaleString()}</td><td>${esc(e.category)}</td><td>${esc(e.action)}</td><td>${esc(e.direction)}</td><td>${esc(e.mode)}</td><td>${esc(e.user_id || "")}</td><td>${esc(e.excerpt)}</td></tr>`).join("")
+      : `<tr><td colspan="7" class="muted">No flagged events for this course.</td></tr>`;
+  } catch (e) { $("#safety-events tbody").innerHTML = `<tr><td colspan="7" class="error">${esc(e.message)}</td></tr>`; }
+}
+
 async function loadComments() {
   try {
     const r = await api("GET", "/v1/feedback?with_comment=true&limit=200");
@@ -289,6 +301,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#leaderboard-refresh").onclick = loadLeaderboard;
   $("#learner-form").onsubmit = learner;
   $("#comments-refresh").onclick = loadComments;
+  $("#safety-form").onsubmit = loadSafety;
   $("#adapters-refresh").onclick = loadAdapters;
   $("#health-refresh").onclick = loadHealth;
   $("#ab-mode").onchange = loadSplit;
