@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from urllib.parse import quote
@@ -47,6 +48,7 @@ class ChatEngine:
         )
         self._models: list[dict] = []
         self._models_fetched_at = 0.0
+        self._models_fetch: asyncio.Future | None = None  # the one refresh in flight, shared by all callers
         self._redis = aioredis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._ab_cache: dict[str, tuple[float, dict | None]] = {}
 
@@ -56,9 +58,17 @@ class ChatEngine:
         if self.router.pool is not None:  # several replicas: every model any of them serves
             return await self.router.pool.models(fresh=fresh)
         if fresh or time.monotonic() - self._models_fetched_at > MODEL_LIST_TTL_SEC:
-            self._models = await self.router.upstreams[Tier.LOCAL].models()
-            self._models_fetched_at = time.monotonic()
+            # One GET /models when the cache expires, however many requests arrive meanwhile: they all wait
+            # for that one (otherwise, under load, every request in flight at expiry sends its own).
+            if self._models_fetch is None or self._models_fetch.done():
+                self._models_fetch = asyncio.ensure_future(self._fetch_models())
+                self._models_fetch.add_done_callback(lambda f: f.cancelled() or f.exception())  # seen by callers
+            await asyncio.shield(self._models_fetch)
         return self._models
+
+    async def _fetch_models(self) -> None:
+        self._models = await self.router.upstreams[Tier.LOCAL].models()
+        self._models_fetched_at = time.monotonic()
 
     async def local_model_ids(self) -> list[str]:
         try:

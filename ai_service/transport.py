@@ -42,6 +42,7 @@ class HTTPPool:
         self.headers = dict(headers or {})
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._urls: dict[str, URL] = {}
 
     def session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -50,13 +51,20 @@ class HTTPPool:
             connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_connections,
                                              keepalive_timeout=KEEPALIVE_SEC, ttl_dns_cache=60)
             self._session = aiohttp.ClientSession(
-                connector=connector, headers=self.headers or None, skip_auto_headers=("User-Agent",),
+                connector=connector, headers=self.headers or None,
+                # no cookies kept between requests of different users, no compression asked for
+                cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent", "Accept-Encoding"),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout, sock_read=None))
             self._loop = loop
         return self._session
 
     def url(self, path: str) -> URL:
-        return URL(self.base_url + path)
+        url = self._urls.get(path)
+        if url is None:  # parsed once per path (the chat path every time): a bounded set
+            url = URL(self.base_url + path)
+            if len(self._urls) < 64:
+                self._urls[path] = url
+        return url
 
     async def request(self, method: str, path: str, *, data: bytes | None = None,
                       headers: dict[str, str] | None = None, params=None) -> aiohttp.ClientResponse:
