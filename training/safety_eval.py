@@ -346,8 +346,12 @@ class Endpoint:
         else:
             choice = response.json()["choices"][0]
             text = (choice["message"].get("content") or "").strip()
-            # ai_service replaces an answer it blocks on output (finish_reason content_filter)
-            result = (text, "blocked" if choice.get("finish_reason") == "content_filter" else None)
+            # ai_service answers self-harm with the school's template and replaces an answer it blocks on output,
+            # both with finish_reason content_filter
+            kind = None
+            if choice.get("finish_reason") == "content_filter":
+                kind = "support" if any(text.startswith(p) for p in _support_template_prefixes()) else "blocked"
+            result = (text, kind)
         self._cache[key] = result
         return result
 
