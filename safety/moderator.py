@@ -106,6 +106,16 @@ class SimilarityIndex:
                 for c, seeds in self.seeds.items() if len(seeds)}
 
 
+_FIRST_EN = re.compile(r"(?i)\b(?:i|i'm|im|i've|i'll|i'd|me|my|myself|mine)\b")
+_SECOND_EN = re.compile(r"(?i)\b(?:you|you're|youre|ur|u|your|yourself)\b")
+SECOND_PERSON_SELF_HARM = 0.4
+
+
+def _persons(text: str) -> tuple[bool, bool]:
+    """(speaks of itself, speaks to someone): self-harm is said in the first person."""
+    return bool(_FIRST_EN.search(text) or "我" in text), bool(_SECOND_EN.search(text) or "你" in text)
+
+
 def _top_mean(sims: np.ndarray, k: int) -> np.ndarray:
     k = min(k, sims.shape[1])
     return np.sort(sims, axis=1)[:, -k:].mean(axis=1)
@@ -203,7 +213,7 @@ class Moderator:
         embedded = None
         if self.indexes:
             index = self.indexes.get("zh" if has_cjk else "en") or next(iter(self.indexes.values()))
-            embedded = (index.lang, index.raw(windows(text)))
+            embedded = (index.lang, index.raw(windows(text)), _persons(text))
         return spans, parts, embedded
 
     def combine(self, spans, parts, embedded, *, kind: str = "input", thresholds: dict | None = None):
@@ -213,7 +223,8 @@ class Moderator:
         for category, scored in parts.items():
             parts[category] = [(s * weight if source == "profanity_model" else s, source) for s, source in scored]
         if embedded is not None:
-            lang, raw = embedded
+            lang, raw = embedded[0], embedded[1]
+            first, second = embedded[2] if len(embedded) > 2 else (True, False)
             settings = thresholds.get("embedding", {}).get(lang, {})
             temperature = settings.get("temperature", 0.02)
             margin = settings.get("margin", 0.0)
@@ -221,7 +232,10 @@ class Moderator:
                 threshold = settings.get(category, settings.get("default", 0.6))
                 # both: close enough to the category's seeds, and closer to them than to any benign one
                 margins = np.minimum(pairs[:, 0] - threshold, pairs[:, 0] - pairs[:, 1] - margin)
-                parts[category].append((_sigmoid(float(margins.max()) / temperature), "embedding"))
+                score = _sigmoid(float(margins.max()) / temperature)
+                if category == "self_harm" and second and not first:
+                    score *= SECOND_PERSON_SELF_HARM  # "everyone hates you" is aimed at someone else: harassment
+                parts[category].append((score, "embedding"))
         combined: dict[str, tuple[float, str]] = {}
         for category, scored in parts.items():
             if not scored or (kind == "output" and category == "prompt_injection"):
