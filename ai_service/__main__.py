@@ -1,10 +1,11 @@
-"""`python -m ai_service` serves the app with uvicorn on AI_SERVICE_HOST:AI_SERVICE_PORT."""
+"""`python -m ai_service` serves the app with uvicorn on AI_SERVICE_HOST:AI_SERVICE_PORT
+(AI_SERVICE_WORKERS processes)."""
 
 import gc
 
 from ai_service.app import create_app
 from ai_service.settings import AIServiceSettings
-from common.serve import serve
+from common.serve import load_settings, serve
 
 
 def create_frozen_app(settings):
@@ -17,8 +18,20 @@ def create_frozen_app(settings):
     return app
 
 
+def create_frozen_app_from_env():
+    """The import-string factory uvicorn calls in each worker when AI_SERVICE_WORKERS > 1."""
+    return create_frozen_app(AIServiceSettings())
+
+
 def main() -> None:
-    serve("ai_service", AIServiceSettings, create_frozen_app)
+    settings = load_settings("ai_service", AIServiceSettings)
+    if settings.workers > 1:
+        import uvicorn
+
+        uvicorn.run("ai_service.__main__:create_frozen_app_from_env", factory=True, workers=settings.workers,
+                    host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=5)
+        return
+    serve("ai_service", settings, create_frozen_app)
 
 
 if __name__ == "__main__":

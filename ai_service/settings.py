@@ -13,6 +13,9 @@ from common.settings import ServiceSettings
 class AIServiceSettings(ServiceSettings):
     host: str = Field("127.0.0.1", alias="AI_SERVICE_HOST")
     port: int = Field(8001, alias="AI_SERVICE_PORT")
+    # uvicorn worker processes. Each keeps its own breakers, model-list and A/B caches (and moderation models):
+    # more than one spreads ai_service over cores, at that memory cost.
+    workers: int = Field(1, alias="AI_SERVICE_WORKERS", ge=1)
 
     llm_routing_policy: Policy = Policy.LOCAL_FIRST
     ai_gateway_shared_token: str = ""

@@ -259,6 +259,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="requests per cell")
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--gateway-workers", type=int, default=1, help="GATEWAY_WORKERS for the gateway")
+    parser.add_argument("--ai-workers", type=int, default=1, help="AI_SERVICE_WORKERS for ai_service")
     parser.add_argument("--no-stream", action="store_true", help="skip the streamed rows")
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--setup-litellm", action="store_true", help="create the LiteLLM virtualenv, then exit")
@@ -267,6 +268,9 @@ def main() -> None:
     parser.add_argument("--profile-target", default="tutorstack", choices=["tutorstack", "gateway only"])
     parser.add_argument("--profile-clients", type=int, default=16)
     parser.add_argument("--output", default="gateway_overhead", help="bench/results/<output>.md")
+    parser.add_argument("--safety", choices=["off", "on"], default="off",
+                        help="ai_service's moderation (SAFETY_ENABLED): off measures the edge itself; on adds "
+                             "the input and output checks (classifiers, embeddings) to every chat")
     args = parser.parse_args()
     if args.setup_litellm:
         setup_litellm()
@@ -289,7 +293,9 @@ def main() -> None:
         procs.append(stub)
         wait_healthy(f"http://127.0.0.1:{stub_port}/v1/models", stub, 30)
         platform = start_platform(workdir, redis_url, local_url=f"http://127.0.0.1:{stub_port}", local_api_key="stub",
-                                  ai_env={"LLM_MODEL_LOCAL": "stub", "LOG_LEVEL": "WARNING"},
+                                  ai_env={"LLM_MODEL_LOCAL": "stub", "LOG_LEVEL": "WARNING",
+                                          "SAFETY_ENABLED": "true" if args.safety == "on" else "false",
+                                          "AI_SERVICE_WORKERS": str(args.ai_workers)},
                                   gateway_env={"LOG_LEVEL": "WARNING", "GATEWAY_WORKERS": str(args.gateway_workers)})
         procs.extend(platform.processes.values())
         key = platform.create_key("bench", rpm=10_000_000)
@@ -308,7 +314,8 @@ def main() -> None:
                    "tutorstack": (gateway_port, path, bearer)}
         cores = os.cpu_count()
         machine = (f"{cores} CPU cores, load generator on the same machine, gateway workers {args.gateway_workers}, "
-                   f"load average at start {os.getloadavg()[0]:.1f}")
+                   f"ai_service workers {args.ai_workers}, "
+                   f"moderation {args.safety}, load average at start {os.getloadavg()[0]:.1f}")
 
         if args.profile:
             seconds = 20
