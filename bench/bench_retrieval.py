@@ -3,6 +3,7 @@ test split (never used for tuning) and, where there is one, the train split; ind
 and size; query latency p50/p99.
 
     python bench/bench_retrieval.py [--data DIR ...] [--embedding-provider auto] [--fit]
+        [--compare auto-minilm=graphrag/retrieval_weights_minilm.json] [--reranker ms-marco-minilm-l12] [--cold]
 
 Default corpora: SciFact (../shared/data/scifact_beir) and the Chinese/English writing-course
 set in data/zh_writing_bench (written for this bench, CC0). Each folder holds corpus.jsonl,
@@ -14,7 +15,12 @@ document's score is its best chunk's.
 *train* queries of the first corpus that has qrels/train.tsv (SciFact: 809 queries) and writes
 them to graphrag/retrieval_weights.json, which the service loads; test queries are only
 evaluated afterwards. Embeddings are cached under TUTORSTACK_HOME keyed by content hash and
-model, so only a cold run pays for embedding.
+model, so only a cold run pays for embedding; --cold builds the first corpus with an empty
+vector store (what a new deployment pays) and records the load average around the build.
+
+--compare PROVIDER=WEIGHTS evaluates another configuration (its own fitted weights file) in
+the same run, side by side: by default the previous default (`auto-minilm`: all-MiniLM-L6-v2
+for English) with the weights that were fitted for it.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from graphrag.service import IndexHolder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = [REPO.parent / "shared" / "data" / "scifact_beir", REPO / "data" / "zh_writing_bench"]
+DEFAULT_COMPARE = [f"auto-minilm={WEIGHTS_FILE.with_name('retrieval_weights_minilm.json')}"]
 RESULTS = REPO / "bench" / "results" / "retrieval.md"
 ANCHORS = "SciFact published anchors: BM25 0.665, all-MiniLM-L6-v2 0.645 nDCG@10"
 GRID_KEYWORD = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -88,8 +95,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # ---- index -----------------------------------------------------------------------------------
-def build(corpus, output: Path, provider: str):
-    options = BuildOptions(embedding_provider=provider, vector_store_path=tutorstack_home() / "graphrag" / "vectors",
+def build(corpus, output: Path, provider: str, vector_store: Path | None = None):
+    options = BuildOptions(embedding_provider=provider,
+                           vector_store_path=vector_store or tutorstack_home() / "graphrag" / "vectors",
                            max_chars=2000, overlap_chars=200)
     started = time.perf_counter()
     chunks = []
@@ -124,6 +132,7 @@ def ranked_documents(retriever: Retriever, query: str, mode: str, depth: int = 1
 
 
 def evaluate(retriever: Retriever, queries, qrels, mode: str, rerank: bool = False):
+    """nDCG@10 and recall@100 over documents (a document scores as its best chunk), latency."""
     ndcgs, recalls, latencies, cpu = {}, [], [], []
     for query_id, text in queries.items():
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -184,15 +193,18 @@ class _Signals(dict):
 
 
 def write_weights(path: Path, fitted: dict, data_name: str, train_queries: int, provider: str) -> None:
+    """Writes the fusion fit; a reranker fit already in the file (bench_retrieval_rerank.py) is kept."""
     score, fusion, weights = fitted["best"]
-    path.write_text(json.dumps({
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    kept = {k: v for k, v in previous.get("config", {}).items() if k.startswith("rerank_")}
+    path.write_text(json.dumps({**{k: v for k, v in previous.items() if k == "rerank_fit"},
         "fitted_on": f"{data_name} qrels/train.tsv ({train_queries} queries), EMBEDDING_PROVIDER={provider}",
         "objective": "mean nDCG@10 over train queries (documents = best chunk)",
         "train_ndcg@10": round(score, 4),
         "grid": {"fusion": ["weighted", "rrf"], "keyword": GRID_KEYWORD, "graph": GRID_GRAPH, "dense": GRID_DENSE,
                  "points": fitted["points"]},
         "runner_up": [{"train_ndcg@10": round(s, 4), "fusion": f, "weights": w} for s, f, w in fitted["top5"][1:]],
-        "config": {"fusion": fusion, "hybrid_weights": weights},
+        "config": {"fusion": fusion, "hybrid_weights": weights, **kept},
         "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }, indent=2) + "\n")
 
@@ -205,8 +217,13 @@ def main() -> int:
     parser.add_argument("--modes", default="keyword,graph,hybrid")
     parser.add_argument("--fit", action="store_true", help="fit weights on train queries, write the weights file")
     parser.add_argument("--weights", type=Path, default=WEIGHTS_FILE)
+    parser.add_argument("--compare", action="append", metavar="PROVIDER=WEIGHTS",
+                        help=f"another configuration to measure in the same run (default {DEFAULT_COMPARE[0]}; "
+                             "'none' for none)")
     parser.add_argument("--reranker", default=os.environ.get("RERANKER_PROVIDER", ""),
-                        help="also measure hybrid with this reranker (graphrag/rerank.py)")
+                        help="also measure hybrid with this reranker (graphrag/rerank.py), on the test split")
+    parser.add_argument("--cold", action="store_true",
+                        help="build the first corpus with an empty vector store (a cold build)")
     parser.add_argument("--results", default=str(RESULTS), help="markdown file to write ('' for none)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -216,75 +233,96 @@ def main() -> int:
         print(f"no corpus at {missing}: skipped")
     if not present:
         return 0
+    compare = [c for c in (args.compare or DEFAULT_COMPARE) if c.lower() != "none"]
+    configs = [(args.embedding_provider, args.weights, True)]
+    for item in compare:
+        provider, _, weights = item.partition("=")
+        configs.append((provider, Path(weights) if weights else args.weights, False))
     reranker = load_reranker(args.reranker) if args.reranker else None
-    lines = [f"# Retrieval bench\n", f"`python bench/bench_retrieval.py{' --fit' if args.fit else ''}` on "
-             f"{os.cpu_count()} CPU cores (load average at start {os.getloadavg()[0]:.1f}), "
-             f"EMBEDDING_PROVIDER={args.embedding_provider}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n"]
+    load_start = os.getloadavg()
+    lines = [f"# Retrieval bench\n", f"`python bench/bench_retrieval.py{' --fit' if args.fit else ''}"
+             f"{' --cold' if args.cold else ''}{' --reranker ' + args.reranker if args.reranker else ''}` on "
+             f"{os.cpu_count()} CPU cores (load average at start {load_start[0]:.1f}), "
+             f"EMBEDDING_PROVIDER={args.embedding_provider}, compared with "
+             f"{', '.join(p for p, _, main in configs if not main) or 'nothing'}, "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n"]
     figures: dict = {}
     fitted_now = False
-    for folder in present:
+    for n_folder, folder in enumerate(present):
         name = folder.name
         corpus, test_queries, test_qrels = load_beir(folder, "test")
         has_train = (folder / "qrels" / "train.tsv").is_file()
-        with tempfile.TemporaryDirectory(prefix="graphrag-bench-") as tmp:
-            index_root = Path(tmp) / "index"
-            cpu_started = time.process_time()
-            summary = build(corpus, index_root, args.embedding_provider)
-            build_cpu = time.process_time() - cpu_started
-            size = index_size_bytes(index_root)
-            retriever = open_retriever(index_root, RetrievalConfig.from_file(args.weights), reranker)
         splits = {"test": (test_queries, test_qrels)}
         if has_train:
             _, train_queries, train_qrels = load_beir(folder, "train")
             splits["train"] = (train_queries, train_qrels)
-            if args.fit and not fitted_now:
-                fitted = fit(retriever, train_queries, train_qrels)
-                write_weights(args.weights, fitted, name, len(train_queries), args.embedding_provider)
-                retriever.config = RetrievalConfig.from_file(args.weights)
+        table = ["| config | split | mode | nDCG@10 | R@100 | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        heads, notes = [], []
+        figures[name] = {"configs": {}}
+        for provider, weights, primary in configs:
+            cold = args.cold and primary and n_folder == 0
+            with tempfile.TemporaryDirectory(prefix="graphrag-bench-") as tmp:
+                index_root = Path(tmp) / "index"
+                load_before = os.getloadavg()[0]
+                cpu_started = time.process_time()
+                summary = build(corpus, index_root, provider, Path(tmp) / "vectors" if cold else None)
+                build_cpu = time.process_time() - cpu_started
+                load_after = os.getloadavg()[0]
+                size = index_size_bytes(index_root)
+                retriever = open_retriever(index_root, RetrievalConfig.from_file(weights),
+                                           reranker if primary else None)
+            if primary and has_train and args.fit and not fitted_now:
+                fitted = fit(retriever, splits["train"][0], splits["train"][1])
+                write_weights(weights, fitted, name, len(splits["train"][0]), provider)
+                retriever.config = RetrievalConfig.from_file(weights)
                 fitted_now = True
                 s, f, w = fitted["best"]
-                print(f"fitted on {name} train ({len(train_queries)} queries): {f} {w} -> nDCG@10 {s:.4f}; "
-                      f"wrote {args.weights}")
-        legs = retriever.index.manifest.get("embedding") or {}
-        stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stage_seconds.items())
-        head = (f"## {name}\n\n{len(corpus)} documents, {summary.chunks} chunks; test {len(test_queries)} queries"
-                + (f", train {len(splits['train'][0])}" if has_train else "") + f". Dense legs: "
+                print(f"fitted on {name} train ({len(splits['train'][0])} queries): {f} {w} -> nDCG@10 {s:.4f}; "
+                      f"wrote {weights}")
+            legs = retriever.index.manifest.get("embedding") or {}
+            stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stage_seconds.items())
+            heads.append(
+                f"- `{provider}`{' (cold: empty vector store)' if cold else ''}: dense legs "
                 + (", ".join(f"{k}={v['name']} ({v['chunks']} chunks)" for k, v in legs.get("legs", {}).items())
                    or legs.get("name", "none"))
-                + f". Build {summary.seconds:.1f} s wall, {build_cpu:.1f} s CPU ({stages}), index {size / 1e6:.1f} MB. "
-                + f"Weights: {retriever.config.source}.\n")
-        table = ["| split | mode | nDCG@10 | R@100 | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms |",
-                 "|---|---|---|---|---|---|---|---|"]
-        figures[name] = {"build_seconds": summary.seconds, "build_cpu_seconds": build_cpu, "stage_seconds": summary.stage_seconds,
-                         "index_bytes": size, "chunks": summary.chunks, "splits": {}}
-        runs = [(mode, False) for mode in args.modes.split(",")]
-        if reranker:
-            runs.append(("hybrid", True))
-        for split, (queries, qrels) in splits.items():
-            for mode, rerank in runs:
-                result = evaluate(retriever, queries, qrels, mode, rerank)
-                label = mode + (" +rerank" if rerank else "")
-                per_query = result.pop("per_query")
-                figures[name]["splits"].setdefault(split, {})[label] = result
-                table.append(f"| {split} | {label} | {result['ndcg@10']:.3f} | {result['recall@100']:.3f} | "
-                             f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | {result['cpu_p50_ms']:.1f} | "
-                             f"{result['cpu_p99_ms']:.1f} |")
-                if split == "test" and mode == "hybrid" and not rerank:
-                    by_lang: dict[str, list[float]] = {}
-                    for qid, value in per_query.items():
-                        by_lang.setdefault(primary_language(queries[qid]), []).append(value)
-                    figures[name]["test_hybrid_by_query_language"] = {k: (len(v), statistics.mean(v))
-                                                                      for k, v in by_lang.items()}
-            dense = evaluate_dense_only(retriever, queries, qrels)
-            if dense is not None:
-                figures[name]["splits"][split]["dense only"] = {"ndcg@10": dense}
-                table.append(f"| {split} | dense legs only | {dense:.3f} | | | | | |")
-        note = ""
-        if "test_hybrid_by_query_language" in figures[name] and len(figures[name]["test_hybrid_by_query_language"]) > 1:
-            note = "\nTest hybrid nDCG@10 by query language: " + ", ".join(
-                f"{k} {v[1]:.3f} ({v[0]} queries)" for k, v in sorted(figures[name]["test_hybrid_by_query_language"].items())) + "\n"
-        block = head + "\n" + "\n".join(table) + "\n" + note
-        print(block)
+                + f". Build {summary.seconds:.1f} s wall, {build_cpu:.1f} s CPU ({stages}; load average "
+                + f"{load_before:.1f} before, {load_after:.1f} after), index {size / 1e6:.1f} MB. "
+                + f"Weights: {retriever.config.source} ({retriever.config.fusion} {retriever.config.hybrid_weights}).")
+            record = {"build_seconds": summary.seconds, "build_cpu_seconds": build_cpu, "cold": cold,
+                      "load_average_before_after": [load_before, load_after], "stage_seconds": summary.stage_seconds,
+                      "index_bytes": size, "chunks": summary.chunks, "splits": {}}
+            figures[name]["configs"][provider] = record
+            figures[name]["documents"], figures[name]["chunks"] = len(corpus), summary.chunks
+            runs = [(mode, False) for mode in args.modes.split(",")] if primary else [("hybrid", False)]
+            for split, (queries, qrels) in splits.items():
+                split_runs = runs + ([("hybrid", True)] if primary and reranker and split == "test" else [])
+                for mode, rerank in split_runs:
+                    result = evaluate(retriever, queries, qrels, mode, rerank)
+                    label = mode + (" +rerank" if rerank else "")
+                    per_query = result.pop("per_query")
+                    record["splits"].setdefault(split, {})[label] = result
+                    table.append(f"| {provider} | {split} | {label} | {result['ndcg@10']:.3f} | "
+                                 f"{result['recall@100']:.3f} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} | "
+                                 f"{result['cpu_p50_ms']:.1f} | {result['cpu_p99_ms']:.1f} |")
+                    if split == "test" and mode == "hybrid" and not rerank:
+                        by_lang: dict[str, list[float]] = {}
+                        for qid, value in per_query.items():
+                            by_lang.setdefault(primary_language(queries[qid]), []).append(value)
+                        record["test_hybrid_by_query_language"] = {k: (len(v), statistics.mean(v))
+                                                                   for k, v in by_lang.items()}
+                dense = evaluate_dense_only(retriever, queries, qrels)
+                if dense is not None:
+                    record["splits"][split]["dense only"] = {"ndcg@10": dense}
+                    table.append(f"| {provider} | {split} | dense legs only | {dense:.3f} | | | | | |")
+            by_lang = record.get("test_hybrid_by_query_language", {})
+            if len(by_lang) > 1:
+                notes.append(f"Test hybrid nDCG@10 by query language, `{provider}`: " + ", ".join(
+                    f"{k} {v[1]:.3f} ({v[0]} queries)" for k, v in sorted(by_lang.items())))
+        head = (f"## {name}\n\n{len(corpus)} documents, {figures[name]['chunks']} chunks; test {len(test_queries)} "
+                f"queries" + (f", train {len(splits['train'][0])}" if has_train else "") + ".\n\n" + "\n".join(heads))
+        block = head + "\n\n" + "\n".join(table) + "\n" + ("\n" + "\n\n".join(notes) + "\n" if notes else "")
+        print(block, flush=True)
         lines.append(block)
     lines.append(ANCHORS + "\n")
     if args.results:

