@@ -62,4 +62,6 @@ if [ ! -f "$VLLM_VENV/.tutorstack-stamp" ] || [ "$(cat "$VLLM_VENV/.tutorstack-s
     || { echo "vLLM virtualenv is broken"; exit 1; }
   echo "$VLLM_PACKAGE" > "$VLLM_VENV/.tutorstack-stamp"
 fi
-say "ready: platform venv $VENV, vLLM venv $VLLM_VENV"
+# llama.cpp's llama-server for LLM_ENGINE=llamacpp (docs/engines.md): built from source once (10-20 min on 2 cores), cached.
+PYTHON="$VENV/bin/python" bash scripts/build_llamacpp.sh
+say "ready: platform venv $VENV, vLLM venv $VLLM_VENV, llama.cpp $HOME_DIR/venv-llamacpp"
