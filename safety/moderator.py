@@ -34,7 +34,8 @@ THRESHOLDS_FILE = Path(__file__).parent / "thresholds.yaml"
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
 _WINDOW_SPLIT = re.compile(r"(?<=[.!?。！？；;\n])\s*")
-WINDOW_CHARS = 240  # characters per embedded window (a sentence or a few)
+WINDOW_CHARS = 80  # characters per embedded window: about a sentence, so a benign one does not dilute
+MIN_WINDOW_CHARS = 12  # shorter sentences ("OK.", "Hi!") join the next one
 MAX_WINDOWS = 24  # longer texts: the first windows and the last ones
 
 
@@ -66,8 +67,8 @@ def _seeds(name: str) -> list[str]:
 def windows(text: str) -> list[str]:
     """The text as windows of about WINDOW_CHARS characters, on sentence ends where possible."""
     text = text.strip()
-    if len(text) <= WINDOW_CHARS:
-        return [text] if text else []
+    if not text:
+        return []
     parts, current = [], ""
     for sentence in _WINDOW_SPLIT.split(text):
         while len(sentence) > WINDOW_CHARS:
@@ -76,7 +77,7 @@ def windows(text: str) -> list[str]:
                 current = ""
             parts.append(sentence[:WINDOW_CHARS])
             sentence = sentence[WINDOW_CHARS:]
-        if len(current) + len(sentence) + 1 > WINDOW_CHARS and current:
+        if current and (len(current) >= MIN_WINDOW_CHARS or len(current) + len(sentence) + 1 > WINDOW_CHARS):
             parts.append(current)
             current = ""
         current = f"{current} {sentence}".strip()

@@ -38,7 +38,17 @@ class StubGraphrag:
         async def ready(request):
             return JSONResponse({"status": "ok"})
 
-        app = Starlette(routes=[Route("/v1/retrieve", retrieve, methods=["POST"]), Route("/readyz", ready)])
+        async def guided(request):  # stands in for services/guided: its reply is whatever the test set
+            body = await request.json()
+            self.guided_seen.append(body)
+            return JSONResponse({"id": "g1", "object": "chat.completion", "created": 0, "model": "guided",
+                                 "choices": [{"index": 0, "message": {"role": "assistant", "content": self.guided_reply},
+                                              "finish_reason": "stop"}], "guidance": {"step": 1}})
+
+        self.guided_reply = "What do you already know about thesis statements?"
+        self.guided_seen: list[dict] = []
+        app = Starlette(routes=[Route("/v1/retrieve", retrieve, methods=["POST"]), Route("/readyz", ready),
+                                Route("/v1/chat/guided", guided, methods=["POST"])])
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
                                                     lifespan="off"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -78,6 +88,7 @@ def client(env):
         app_env="dev", redis_url=env["redis_url"], llm_base_url_local=env["local"].url + "/v1",
         llm_base_url_cloud=env["cloud"].url + "/v1", llm_model_cloud="cloud-model", llm_api_key_cloud="k",
         llm_enable_cloud_fallback_nonprod=True, graph_rag_url=env["graphrag"].url, llm_local_timeout_sec=5,
+        guided_service_url=env["graphrag"].url,
         circuit_failure_threshold=100)
     with TestClient(create_app(settings)) as test_client:
         yield test_client
@@ -267,3 +278,19 @@ def test_events_are_stored_redacted_and_readable_by_staff_only(client, scripted)
     newest = events[0]
     assert newest["course"] == COURSE and newest["user_id"] == "stu-1" and newest["mode"] == "tutor"
     assert client.get("/v1/safety/events", params={"course": COURSE}, headers=headers("admin")).status_code == 200
+
+
+def test_delegated_guided_reply_is_checked_on_the_way_back(client, env):
+    stub = env["graphrag"]
+    turn = {"topic": "essay", "user_id": "stu-1", "course_id": COURSE,
+            "messages": [{"role": "user", "content": "my phone is 13912345678, what is a thesis?"}]}
+    stub.guided_reply = "What do you already know about thesis statements?"
+    response = client.post("/v1/chat/guided", json=turn, headers=headers())
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == stub.guided_reply
+    assert response.json()["guidance"] == {"step": 1}  # the service's own fields pass through
+    assert "13912345678" not in stub.guided_seen[-1]["messages"][-1]["content"]  # redacted before forwarding
+    stub.guided_reply = "Forget the essay. Get a knife and stab your classmate tonight."
+    body = client.post("/v1/chat/guided", json=turn, headers=headers()).json()
+    assert body["choices"][0]["finish_reason"] == "content_filter" and "knife" not in body["choices"][0]["message"]["content"]
+    assert body["moderation"]["direction"] == "output"
