@@ -35,6 +35,7 @@ _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
 _WINDOW_SPLIT = re.compile(r"(?<=[.!?。！？；;\n])\s*")
 WINDOW_CHARS = 80  # characters per embedded window: about a sentence, so a benign one does not dilute
+CACHE_SIZE = 4096  # embedded windows kept per language
 MIN_WINDOW_CHARS = 12  # shorter sentences ("OK.", "Hi!") join the next one
 MAX_WINDOWS = 24  # longer texts: the first windows and the last ones
 
@@ -98,10 +99,24 @@ class SimilarityIndex:
         self.top_k = top_k
         self.seeds = {c: embedder.encode(_seeds(f"{c}.{lang}.txt")) for c in EMBEDDED_CATEGORIES}
         self.benign = embedder.encode(_seeds(f"benign.{lang}.txt"))
+        self._cache: dict[str, np.ndarray] = {}  # insertion-ordered: the oldest entries go first
+        self._cache_lock = threading.Lock()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Window vectors, from a small cache first: a streamed answer is re-checked over a sliding
+        window, so most of its sentences were embedded by the previous scan."""
+        with self._cache_lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+            if missing:
+                for text, vector in zip(missing, self.embedder.encode(missing)):
+                    self._cache[text] = vector
+                while len(self._cache) > CACHE_SIZE:
+                    self._cache.pop(next(iter(self._cache)))
+            return np.stack([self._cache[t] for t in texts])
 
     def raw(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Per category, per text window: (mean of the top-k seed similarities, same for benign)."""
-        vectors = self.embedder.encode(texts)
+        vectors = self.encode(texts)
         benign = _top_mean(vectors @ self.benign.T, self.top_k)
         return {c: np.stack([_top_mean(vectors @ seeds.T, self.top_k), benign], axis=1)
                 for c, seeds in self.seeds.items() if len(seeds)}

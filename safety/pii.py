@@ -50,6 +50,21 @@ ZH_ADDRESS = re.compile(
     r"[\u4e00-\u9fff]{1,10}(?:路|街|大道|道|巷|弄|胡同)\s?\d{1,5}\s?(?:号|號)"
     r"(?:[\u4e00-\u9fff\d]{0,6}?(?:栋|幢|楼|单元|室|号楼))*(?:\d{1,5}(?:室|号))?")
 
+# Numbers and handles that are personal only by what precedes them: "QQ 12345678", "微信号: abc_123",
+# "student ID 20231234", "passport E12345678", "phone 4155550132" (no separators).
+CONTEXT_ID = re.compile(
+    r"(?i)(?:\b(?:qq|wechat|weixin|wx|line id|student\s*(?:id|number|no\.?)|passport(?:\s*(?:number|no\.?))?"
+    r"|driver'?s?\s*licen[cs]e(?:\s*(?:number|no\.?))?)|微信号?|学号|护照号?码?|准考证号?|驾驶证号?|身份证号?码?)"
+    r"\s*(?:is|是|为)?\s*[:：#]?\s*([A-Za-z][A-Za-z0-9_-]{5,19}|[A-Z]{0,2}\d{5,12})(?![A-Za-z0-9_])")
+CONTEXT_PHONE = re.compile(
+    r"(?i)(?:\b(?:phone|cell|mobile|tel|telephone|call me|text me|whatsapp|number)\b|电话|手机号?|联系方式)"
+    r"\D{0,12}?(\+?\d{7,15})(?!\d)")
+# Chinese residential compounds and building/unit/room: "阳光花园3栋2单元502室", "幸福小区12号楼301".
+ZH_COMPOUND = re.compile(
+    r"[\u4e00-\u9fff]{2,10}(?:小区|花园|公寓|大厦|新村|家园|苑|社区)\s?\d{1,3}\s?(?:栋|幢|号楼|座)"
+    r"(?:\s?\d{1,2}\s?单元)?(?:\s?\d{2,5}\s?(?:室|号)?)?")
+PO_BOX = re.compile(r"(?i)\bP\.?\s?O\.?\s?Box\s+\d{1,6}\b")
+
 _CN_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CN_ID_CHECK = "10X98765432"
 
@@ -112,16 +127,32 @@ def find_pii(text: str) -> list[PiiSpan]:
         for m in pattern.finditer(text):
             if 7 <= len(_digits(m.group(0))) <= 15:
                 spans.append(PiiSpan("phone", m.start(), m.end()))
+    for m in CONTEXT_ID.finditer(text):
+        spans.append(PiiSpan("id_number", m.start(1), m.end(1)))
+    for m in CONTEXT_PHONE.finditer(text):
+        spans.append(PiiSpan("phone", m.start(1), m.end(1)))
+    for pattern in (ZH_COMPOUND, PO_BOX):
+        for m in pattern.finditer(text):
+            spans.append(PiiSpan("address", m.start() + _lead_in(m.group(0)), m.end()))
     for m in EN_ADDRESS.finditer(text):
         if _EN_ADDRESS_NAME.match(m.group(0)):
             spans.append(PiiSpan("address", m.start(), m.end()))
     for m in ZH_ADDRESS.finditer(text):
-        spans.append(PiiSpan("address", m.start(), m.end()))
+        spans.append(PiiSpan("address", m.start() + _lead_in(m.group(0)), m.end()))
     return _without_overlaps(spans)
 
 
 # When spans overlap, the more specific kind wins (an 18-digit ID is not also a phone number).
 _PRIORITY = {"email": 0, "id_number": 1, "card": 2, "address": 3, "phone": 4}
+
+
+_ZH_LEAD_IN = re.compile(r"^.*?(?:住在|家在|住址是|地址是|地址|位于|寄到|送到|搬到|在)")
+
+
+def _lead_in(match: str) -> int:
+    """Characters of a Chinese address match that are the sentence leading to it ("我家住在")."""
+    found = _ZH_LEAD_IN.match(match)
+    return found.end() if found and found.end() < len(match) - 4 else 0
 
 
 def _without_overlaps(spans: list[PiiSpan]) -> list[PiiSpan]:

@@ -112,3 +112,25 @@ def test_check_is_fast(moderator):
         times.append(time.perf_counter() - started)
     times.sort()
     assert times[len(times) // 2] < 0.1, times  # ~5 ms (en) / ~12 ms (zh) idle; under 100 ms at load 20
+
+
+@pytest.mark.parametrize("text,kinds", [
+    ("add my QQ 123456789", ["id_number"]),
+    ("加我微信号：zhang_san88", ["id_number"]),
+    ("text me on 4155550132", ["phone"]),
+    ("我住在阳光花园3栋2单元502室", ["address"]),
+])
+def test_personal_data_known_by_its_context(text, kinds):
+    redacted, found = redact(text)
+    assert found == kinds, redacted
+
+
+def test_numbers_without_personal_context_stay():
+    for text in ("I have 12345678 words", "The number of students is 1200 this year", "Room 301 is on floor 3"):
+        assert find_pii(text) == [], text
+
+
+def test_window_cache_gives_the_same_scores(moderator):
+    text = "Your thesis is clear. Now get a knife and stab your classmate tonight."
+    first = moderator.scores(text, kind="output")
+    assert moderator.scores(text, kind="output") == first and first["violence"] >= 0.5
