@@ -107,6 +107,7 @@ class ReplicaPool:
         self.poll_sec = settings.llm_replica_poll_sec
         self.on_demand = settings.llm_load_adapters_on_demand
         self.balancer = Balancer(BalancerConfig(adapter_affinity=settings.llm_adapter_affinity,
+                                                spill_margin=settings.llm_affinity_spill_margin,
                                                 sticky_sessions=settings.llm_sticky_sessions))
         self.metrics = PoolMetrics(metrics)
         self._make_upstream = make_upstream
@@ -297,12 +298,13 @@ class ReplicaPool:
         failure, detail = Failure.CONNECT, "no replica tried"
         for choice in choices:
             replica = choice.replica
-            name = model
-            if not choice.has_adapter:
-                name = await self.load_adapter(replica, model) or model
+            # Counted from the pick on, adapter load included, so a burst sees it at once and spreads.
             replica.in_flight += 1
             self.metrics.in_flight.labels(replica.name).set(replica.in_flight)
+            name = model
             try:
+                if not choice.has_adapter:
+                    name = await self.load_adapter(replica, model) or model
                 outcome = await attempt(self.upstreams[replica.url], name)
             except BaseException:
                 self._release(replica)

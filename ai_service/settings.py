@@ -42,6 +42,8 @@ class AIServiceSettings(ServiceSettings):
     llm_server_api_token: str = ""
     llm_replica_poll_sec: float = Field(2.0, gt=0)
     llm_adapter_affinity: bool = True
+    # an adapter's replicas are preferred unless this many requests busier than another (then it is loaded there too)
+    llm_affinity_spill_margin: float = Field(4.0, ge=0)
     llm_sticky_sessions: bool = True
     llm_load_adapters_on_demand: bool = True
     llm_base_url_cloud: str = ""

@@ -423,3 +423,27 @@ def test_discovery_adds_and_drops_replicas(monkeypatch):
         assert len(pool.replicas) == 2
         await pool.aclose()
     run(scenario())
+
+
+def test_a_burst_for_a_missing_adapter_spreads_while_the_adapter_loads():
+    """In flight counts from the pick, not from after the adapter load: eight concurrent requests for
+    an adapter no replica has do not all pile onto the replica that looked idle."""
+    async def scenario():
+        pool, fake = make_pool()
+        await pool.refresh()
+        log: list = []
+        gate = asyncio.Event()
+
+        async def slow(upstream, model):
+            await gate.wait()
+            log.append(upstream.base_url)
+            return Served(Tier.LOCAL, model, 200, body={})
+
+        tasks = [asyncio.create_task(pool.serve(f"{family}-v1", slow)) for family in ("coach", "critic") * 4]
+        await asyncio.sleep(0.05)
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        counts = {r.replica: sum(x.replica == r.replica for x in results) for r in results}
+        assert set(counts) == {"a:8000", "b:8000"}, counts
+        await pool.aclose()
+    run(scenario())
