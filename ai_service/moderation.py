@@ -54,6 +54,7 @@ REFUSAL = {
     "en": "I can't help with that. Let's keep our conversation safe and respectful; I'm happy to help with your writing.",
     "zh": "这个我不能帮忙。让我们保持安全、友善的交流；我很乐意帮你改进写作。",
 }
+_SENTENCE_END = re.compile(r"[.!?。！？\n]\s*")
 _COURSE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -404,7 +405,11 @@ class Moderation:
             nonlocal checked_to
             if len(answer) == checked_to:
                 return None
-            text = answer[max(0, checked_to - window):]
+            start = max(0, checked_to - window)
+            if start:  # start the window on a sentence: its sentences were embedded by the last scan (cached)
+                boundary = _SENTENCE_END.search(answer, start, min(len(answer), start + window // 2))
+                start = boundary.end() if boundary else start
+            text = answer[start:]
             checked_to = len(answer)
             findings = await self._findings(text, "output", ctx.lang)
             decided = self._decide(findings, ctx, "output")
