@@ -72,7 +72,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, caller
     model = await chat.resolve_model(body.model)
     if body.max_tokens is None and body.max_completion_tokens is None and chat.settings.llm_default_max_tokens:
         body.max_tokens = chat.settings.llm_default_max_tokens  # bound a rambling model's answer
-    served = await chat.complete(body, model, classification)
+    moderation = chat.moderation and chat.moderation.context(request, "completions", caller, body.metadata)  # safety
+    served = await chat.complete(body, model, classification, moderation)
     return _respond(served, chat.response_headers(served, classification))
 
 
