@@ -72,13 +72,15 @@ def bench_scorer(runs: int) -> list[str]:
     out = []
     for label, st in (("scorer only, cold start (no assignment statistics)", None),
                       ("scorer only, per-assignment calibration (30 earlier essays)", stats)):
-        times = []
+        times, cpu = [], []
         for _ in range(runs):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             scorer.predict(ESSAY_600, stats=st, points=5)
             times.append(time.perf_counter() - t)
-        out.append(f"| {label} | {len(ESSAY_600.split())} | {runs} | {statistics.median(times):.3f} "
-                   f"| {pct(times, 0.95):.3f} |")
+            cpu.append(time.process_time() - c)
+        # CPU time too: on a shared 2-core box the wall time mostly measures the other processes.
+        out.append(f"| {label}; CPU p50 {statistics.median(cpu):.3f} s | {len(ESSAY_600.split())} | {runs} "
+                   f"| {statistics.median(times):.3f} | {pct(times, 0.95):.3f} |")
     return out
 
 
@@ -157,9 +159,10 @@ def main() -> int:
                          "measure the whole path with the real LLM")
     ap.add_argument("--gateway", default="")
     ap.add_argument("--key", default=os.environ.get("TUTORSTACK_API_KEY", ""))
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "writing.md")
     args = ap.parse_args()
-    out = [f"# Writing analysis bench\n\nMachine: {os.cpu_count()} CPU cores, "
-           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n"]
+    out = [f"# Writing analysis bench\n\nMachine: {os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.1f} at "
+           f"the start), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n"]
     if not args.skip_qwk:
         md, _ = bench_qwk(args.data)
         (ROOT / "bench" / "results" / "writing_scorer.md").write_text(md)
@@ -179,9 +182,8 @@ def main() -> int:
     out.append("\n".join(rows) + "\n")
     text = "\n".join(out)
     print(text)
-    results = ROOT / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "writing.md").write_text(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
     return 0
 
 

@@ -6,7 +6,10 @@ import json
 import re
 from datetime import datetime, timezone
 
+import numpy as np
 import redis.asyncio as redis
+
+from services.writing.scorer import AssignmentStats
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 MAX_POINTS = 12
@@ -103,14 +106,10 @@ class AssignmentStatsStore:
     def key(self, assignment: str) -> str:
         return self.prefix + assignment
 
-    async def get(self, assignment: str, width: int):
-        from services.writing.scorer import AssignmentStats
-
+    async def get(self, assignment: str, width: int) -> AssignmentStats | None:
         raw = await self.redis.hgetall(self.key(assignment))
         if not raw or int(float(raw.get("n", 0))) <= 0:
             return None
-        import numpy as np
-
         return AssignmentStats(n=int(float(raw["n"])),
                                sums=np.array([float(raw.get(f"s{i}", 0.0)) for i in range(width)]),
                                sumsq=np.array([float(raw.get(f"q{i}", 0.0)) for i in range(width)]))
