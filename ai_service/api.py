@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ai_service.auth import Caller, gateway_caller
 from ai_service.chat import ChatEngine
 from ai_service.modes import ChatMode, UnknownModeError, resolve_mode
 from ai_service.rag import RERANK, RetrievalMode, build_rag_messages, cite_completion, stream_with_citations
-from ai_service.transport import dumps
+from ai_service.transport import RelayResponse, dumps
 from ai_service.upstreams import Served
 from common.errors import OpenAIError
 from common.protocol import ChatCompletionRequest, ChatMessage, StreamOptions
@@ -55,8 +55,8 @@ class FastJSONResponse(JSONResponse):
 
 def _respond(served: Served, headers: dict[str, str], extra: dict[str, Any] | None = None):
     if served.chunks is not None:
-        return StreamingResponse(served.chunks, media_type="text/event-stream",
-                                 headers={**headers, "cache-control": "no-cache"})
+        return RelayResponse(served.chunks, media_type="text/event-stream",
+                             headers={**headers, "cache-control": "no-cache"})
     body = served.body if served.status >= 400 or not extra else {**served.body, **extra}
     return FastJSONResponse(body, status_code=served.status, headers=headers)
 
