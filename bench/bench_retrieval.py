@@ -30,6 +30,7 @@ import itertools
 import json
 import math
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -222,6 +223,9 @@ def main() -> int:
                              "'none' for none)")
     parser.add_argument("--reranker", default=os.environ.get("RERANKER_PROVIDER", ""),
                         help="also measure hybrid with this reranker (graphrag/rerank.py), on the test split")
+    parser.add_argument("--rerank-queries", type=int, default=0,
+                        help="measure the reranker on this many test queries (seeded sample; 0: all), beside "
+                             "hybrid without it on the same queries")
     parser.add_argument("--cold", action="store_true",
                         help="build the first corpus with an empty vector store (a cold build)")
     parser.add_argument("--results", default=str(RESULTS), help="markdown file to write ('' for none)")
@@ -296,16 +300,25 @@ def main() -> int:
             figures[name]["documents"], figures[name]["chunks"] = len(corpus), summary.chunks
             runs = [(mode, False) for mode in args.modes.split(",")] if primary else [("hybrid", False)]
             for split, (queries, qrels) in splits.items():
-                split_runs = runs + ([("hybrid", True)] if primary and reranker and split == "test" else [])
-                for mode, rerank in split_runs:
-                    result = evaluate(retriever, queries, qrels, mode, rerank)
-                    label = mode + (" +rerank" if rerank else "")
+                split_runs = [(m, r, queries, "") for m, r in runs]
+                if primary and reranker and split == "test":
+                    sample, tag = queries, ""
+                    if 0 < args.rerank_queries < len(queries):
+                        ids = sorted(queries)
+                        random.Random(13).shuffle(ids)
+                        sample = {q: queries[q] for q in sorted(ids[: args.rerank_queries])}
+                        tag = f" ({len(sample)} sampled)"
+                        split_runs.append(("hybrid", False, sample, tag))
+                    split_runs.append(("hybrid", True, sample, tag))
+                for mode, rerank, split_queries, tag in split_runs:
+                    result = evaluate(retriever, split_queries, qrels, mode, rerank)
+                    label = mode + (" +rerank" if rerank else "") + tag
                     per_query = result.pop("per_query")
                     record["splits"].setdefault(split, {})[label] = result
                     table.append(f"| {provider} | {split} | {label} | {result['ndcg@10']:.3f} | "
                                  f"{result['recall@100']:.3f} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} | "
                                  f"{result['cpu_p50_ms']:.1f} | {result['cpu_p99_ms']:.1f} |")
-                    if split == "test" and mode == "hybrid" and not rerank:
+                    if split == "test" and mode == "hybrid" and not rerank and not tag:
                         by_lang: dict[str, list[float]] = {}
                         for qid, value in per_query.items():
                             by_lang.setdefault(primary_language(queries[qid]), []).append(value)

@@ -14,7 +14,7 @@ from common.app import create_service_app
 from common.auth import require_service_token
 from common.errors import OpenAIError
 from graphrag.language import language_shares
-from graphrag.rerank import load_reranker
+from graphrag.rerank import load_reranker_or_none
 from graphrag.retriever import RetrievalConfig
 from graphrag.service import IndexHolder
 from graphrag.settings import MAX_TOP_K, GraphRAGSettings
@@ -90,7 +90,7 @@ async def index_info(request: Request) -> dict:
 def create_app(settings: GraphRAGSettings | None = None):
     settings = settings or GraphRAGSettings()
     index = IndexHolder(settings.graph_rag_index_path, RetrievalConfig.from_file(settings.graphrag_weights_path),
-                        reranker=load_reranker(settings.reranker_provider))
+                        reranker=load_reranker_or_none(settings.reranker_provider))
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -11,12 +11,23 @@ RERANKER_PROVIDER values:
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+
+def load_reranker_or_none(provider: str | None) -> "Reranker | None":
+    """For the service: a reranker that cannot load (package missing) leaves rerank off, logged,
+    instead of stopping retrieval; `legs` then never says "rerank"."""
+    try:
+        return load_reranker(provider)
+    except (ValueError, ImportError, OSError) as exc:
+        logging.getLogger("graphrag").warning("reranker not loaded", extra={"provider": provider, "error": str(exc)})
+        return None
 
 
 class Reranker(Protocol):
@@ -60,6 +71,7 @@ class OnnxCrossEncoder:
     length. One thread by default: the service scores one request at a time per worker."""
 
     name = "ms-marco-minilm-l12-int8-vx"
+    languages = frozenset({"en"})
 
     def __init__(self, max_length: int | None = None, threads: int | None = None):
         from tokenizers import Tokenizer

@@ -16,7 +16,7 @@ import numpy as np
 from graphrag.dense import Embedder
 from graphrag.fusion import reciprocal_rank_fusion, top_items, weighted_score_fusion
 from graphrag.index_store import DenseLeg, IndexData
-from graphrag.language import language_shares
+from graphrag.language import coverage, language_shares
 from graphrag.text import phrase_runs, surface_forms, tokenize
 
 Mode = Literal["keyword", "graph", "hybrid"]
@@ -117,6 +117,7 @@ class Retriever:
             return [], []
         mask = self.path_mask(paths)
         query_tokens = _QueryTokens(tokenize(query), surface_forms(query))
+        rerank = rerank and self.reranker is not None and self.reranker_understands(query)
         if mode == "keyword":
             scores = self.keyword_scores(query_tokens, mask)
             hits = [self._hit(i, float(scores[i]), query_tokens, {"keyword": rank}) for rank, i in
@@ -136,6 +137,12 @@ class Retriever:
             hits = self.rerank(query, hits[: max(top_k, self.config.rerank_candidates)])
             legs = [*legs, "rerank"]
         return hits[:top_k], legs
+
+    def reranker_understands(self, query: str) -> bool:
+        """A cross-encoder reranks only queries mostly in its languages (the packaged one is
+        English: a Chinese query keeps its first-stage order, and `legs` says so)."""
+        languages = getattr(self.reranker, "languages", None)
+        return languages is None or coverage(language_shares(query), languages) >= 0.5
 
     def rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
         scores = self.reranker.score(query, [self.index.chunks[h.chunk_index].index_text for h in hits])

