@@ -198,6 +198,7 @@ class Moderation:
                                          ["direction"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
         self._moderator = None
         self._loading = threading.Lock()
+        self.load_error: str | None = None
 
     def context(self, request, mode: str, caller: Caller | None, metadata: dict | None = None) -> Context | None:
         """A moderation context for one request, or None for internal services calling back for
@@ -217,7 +218,13 @@ class Moderation:
                     from safety import Moderator
 
                     started = time.perf_counter()
-                    self._moderator = Moderator(embeddings=self.settings.safety_embeddings)
+                    try:
+                        self._moderator = Moderator(embeddings=self.settings.safety_embeddings)
+                    except Exception as exc:  # fail closed: not ready, and chats get a 500 rather than no checks
+                        self.load_error = f"{type(exc).__name__}: {exc}"[:300]
+                        log.error("moderation models failed to load", extra={"error": self.load_error})
+                        raise
+                    self.load_error = None
                     log.info("moderation models loaded", extra={"seconds": round(time.perf_counter() - started, 2),
                                                                 "checks": self._moderator.checks})
         return self._moderator
@@ -229,7 +236,8 @@ class Moderation:
 
     async def check_ready(self) -> None:
         if self.enabled and self._moderator is None:
-            raise RuntimeError("moderation models are still loading")
+            raise RuntimeError(f"moderation models failed to load: {self.load_error}" if self.load_error
+                               else "moderation models are still loading")
 
     async def _findings(self, text: str, kind: str, lang: str | None = None):
         moderator = await self.moderator()
