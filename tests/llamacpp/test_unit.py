@@ -115,3 +115,10 @@ def test_llamacpp_load_is_also_published_under_vllm_metric_names():
     assert 'vllm:num_requests_waiting{model_name="M"} 2\n' in text
     assert 'vllm:kv_cache_usage_perc{model_name="M"} 0.75\n' in text
     assert 'vllm:num_requests_running{model_name="M"} 0\n' in vllm_named_metrics("", "M", 4)
+
+
+def test_llama_server_waits_passively_unless_told_otherwise():
+    from llm_server.llamacpp import llama_server_environment
+
+    assert llama_server_environment({})["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert llama_server_environment({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
