@@ -294,3 +294,33 @@ def test_delegated_guided_reply_is_checked_on_the_way_back(client, env):
     body = client.post("/v1/chat/guided", json=turn, headers=headers()).json()
     assert body["choices"][0]["finish_reason"] == "content_filter" and "knife" not in body["choices"][0]["message"]["content"]
     assert body["moderation"]["direction"] == "output"
+
+
+def test_personal_data_in_a_streamed_answer_is_redacted_and_flagged(client, scripted):
+    scripted("You can write to the office at office.head@school.example for an extension. Good luck!")
+    events = sse_events(chat(client, "Who do I ask for an extension?", stream=True))
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events if isinstance(e, dict) and e.get("choices"))
+    assert "office.head@school.example" not in text and "[email]" in text and text.endswith("Good luck!")
+    trailer = [e for e in events if isinstance(e, dict) and "moderation" in e]
+    assert trailer and trailer[0]["moderation"]["action"] == "redact" and events[-1] == "[DONE]"
+
+
+def test_internal_callbacks_are_not_moderated_twice(env):
+    from ai_service.app import create_app
+    from ai_service.settings import AIServiceSettings
+
+    settings = AIServiceSettings(app_env="dev", redis_url=env["redis_url"], llm_base_url_local=env["local"].url + "/v1",
+                                 ai_service_internal_token="internal-t", ai_gateway_shared_token="gw-t",
+                                 graph_rag_enabled=False)
+    env["local"].set_mode("script", script="ok")
+    try:
+        with TestClient(create_app(settings)) as internal_client:
+            body = {"model": "", "max_tokens": 8, "messages": [{"role": "user", "content": "send me nude pics"}]}
+            as_service = internal_client.post("/v1/chat/completions", json=body,
+                                              headers={"x-tutorstack-service-token": "internal-t", **headers()})
+            assert as_service.status_code == 200  # the student's route was checked where it came in
+            via_gateway = internal_client.post("/v1/chat/completions", json=body,
+                                               headers={"x-tutorstack-gateway-token": "gw-t", **headers()})
+            assert via_gateway.status_code == 400 and via_gateway.json()["error"]["code"] == "content_filtered"
+    finally:
+        env["local"].set_mode("pass")
