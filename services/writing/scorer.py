@@ -10,7 +10,8 @@ Two holistic models, both trained on ASAP prompts 1-6 and 8 (scores normalised t
   gradient-boosted model on [raw, z] and a ridge on z predict the essay's within-assignment z-score of the human
   score; that is mapped to [0, 1] with a prior mean and a prior spread that depends on the number of scale points
   (raters use less of a wide scale: fitted on the training prompts, clipped to the range they span). The two are
-  blended, w = n / (n + k), so the calibration fades in as the assignment's essays arrive.
+  blended, w = n / (n + k), so the calibration fades in as the assignment's essays arrive; while few essays have
+  been seen, each feature's variance is shrunk towards the training prompts' average within-prompt variance.
 
 Trait models: trained on prompt 8's six trait scores (ideas, organization, voice, word choice, sentence fluency,
 conventions; scale 1-6) as residuals from the holistic score, so a trait is "holistic quality, shifted by what
@@ -140,7 +141,7 @@ class Scorer:
     def __init__(self, path: Path | str = DEFAULT_MODEL_PATH):
         with open(path, "rb") as fh:
             bundle = pickle.load(fh)  # our own artifact, written by train_scorer.py
-        if bundle.get("features") != list(FEATURES) or "relative_gbm" not in bundle:
+        if bundle.get("features") != list(FEATURES) or "prior_var" not in bundle:
             raise ValueError(f"{path}: trained on other features; retrain with python -m services.writing.train_scorer")
         self.version = bundle["version"]
         self.bundle = bundle
@@ -200,7 +201,11 @@ def holistic_from(bundle: dict, x: np.ndarray, stats, points: float | None) -> t
     warm = n >= cal["min_essays"]
     out = absolute.copy()
     if warm.any():
-        z = standardise(x[warm], mean[warm], std[warm])
+        # A few essays give a noisy spread: shrink each feature's variance towards the training prompts' average
+        # within-prompt variance, as if var_k essays with that variance had been seen.
+        nn = np.asarray(n[warm], dtype=float)[:, None]
+        var = (nn * std[warm] ** 2 + cal["var_k"] * bundle["prior_var"]) / (nn + cal["var_k"])
+        z = standardise(x[warm], mean[warm], np.sqrt(var))
         rel = bundle["prior_mean"] + prior_sd(bundle["sd_law"], points) * relative_z(bundle, x[warm], z)
         w = n[warm] / (n[warm] + cal["k"])
         out[warm] = np.clip((1 - w) * absolute[warm] + w * np.clip(rel, 0.0, 1.0), 0.0, 1.0)
