@@ -116,6 +116,17 @@ def vllm_environment(base: dict[str, str], engine: EngineConfig) -> dict[str, st
     return env
 
 
+VLLM_PATCHES_DIR = Path(__file__).parent / "vllm_patches"
+
+
+def cpu_lora_patch_env(env: dict[str, str], enabled: bool, has_cuda: bool) -> dict[str, str]:
+    """Put llm_server/vllm_patches first on vLLM's PYTHONPATH: its sitecustomize installs the fast CPU
+    LoRA path in every vLLM process (LLM_CPU_LORA_FAST_PATH; GPUs keep vLLM's own kernels)."""
+    if enabled and not has_cuda:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(VLLM_PATCHES_DIR), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 def redact(argv: list[str]) -> list[str]:
     return ["***" if i and argv[i - 1] == "--api-key" else a for i, a in enumerate(argv)]
 
@@ -273,7 +284,10 @@ def _launch(settings: LLMServerSettings, adapters: list[AdapterOnDisk]) -> VllmP
         log.info(f"engine: {reason}")
     log.info(f"adapters: {', '.join(a.name for a in adapters) or 'none'} (from {settings.resolved_adapters_dir})")
     log.info("launching vLLM: " + shlex.join(redact(argv)))
-    return VllmProcess(argv, vllm_environment(dict(os.environ), engine))
+    if settings.cpu_lora_fast_path and not caps.has_cuda:
+        log.info("engine: fast CPU LoRA path on (LLM_CPU_LORA_FAST_PATH=true, llm_server/vllm_patches)")
+    env = cpu_lora_patch_env(vllm_environment(dict(os.environ), engine), settings.cpu_lora_fast_path, caps.has_cuda)
+    return VllmProcess(argv, env)
 
 
 def _vllm_python(settings: LLMServerSettings) -> str:

@@ -62,6 +62,9 @@ class LLMServerSettings(ServiceSettings):
     max_model_len: int = Field(0, ge=0, alias="LLM_MAX_MODEL_LEN")
     max_lora_rank: int = Field(0, ge=0, alias="LLM_MAX_LORA_RANK")
     dtype: str = Field("", alias="LLM_DTYPE")
+    # vLLM-CPU only: LoRA by two GEMMs per adapter group instead of vLLM's per-token gather (llm_server/
+    # vllm_patches; an adapter went from ~35-40% of base tokens/s at 8 streams, see bench/results/embedded_serving.md).
+    cpu_lora_fast_path: bool = Field(True, alias="LLM_CPU_LORA_FAST_PATH")
 
     @model_validator(mode="after")
     def _credentials_outside_dev(self) -> "LLMServerSettings":
