@@ -134,7 +134,9 @@ class Retriever:
         else:
             raise ValueError(f"unknown mode {mode!r}")
         if rerank and self.reranker is not None and hits:
-            hits = self.rerank(query, hits[: max(top_k, self.config.rerank_candidates)])
+            # only the top `rerank_candidates` are rescored (as fitted); deeper hits keep their order
+            n = self.config.rerank_candidates
+            hits = self.rerank(query, hits[:n]) + hits[n:]
             legs = [*legs, "rerank"]
         return hits[:top_k], legs
 
