@@ -43,15 +43,24 @@ def test_everything_is_denied_by_default():
     assert deny and deny[0]["spec"]["policyTypes"] == ["Ingress"]
 
 
-def test_only_the_gateway_is_open_to_anyone():
+def test_only_the_gateway_and_the_console_page_are_open_to_anyone():
+    # The console holds no secrets: every action it takes goes through the gateway with the user's key.
     allowed = sources_by_target()
-    assert {target for target, sources in allowed.items() if "*" in sources} == {"gateway"}
+    assert {target for target, sources in allowed.items() if "*" in sources} == {"gateway", "console"}
 
 
 def test_only_ai_service_reaches_vllm_llm_server_and_graphrag():
     allowed = sources_by_target()
-    for target in ("vllm", "graphrag"):
-        assert allowed[target] - OBSERVERS == {"ai-service"}, target
+    assert allowed["graphrag"] - OBSERVERS == {"ai-service"}
+    # feedback publishes retrained adapters through llm_server's control port (8010), never vLLM's (8000)
+    assert allowed["vllm"] - OBSERVERS == {"ai-service", "feedback"}
+    for policy in policies():
+        if "vllm" not in selected_names(policy["spec"]["podSelector"]):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            sources = set().union(*(selected_names(p.get("podSelector", {})) for p in rule.get("from", [])))
+            if "feedback" in sources:
+                assert [port["port"] for port in rule["ports"]] == [8010]
 
 
 def test_policies_are_listed_in_the_kustomization():
