@@ -35,8 +35,13 @@ def test_loop_round_trip(stack, feedback, base_model, tmp_path, monkeypatch):
                       max_steps=8, learning_rate=2e-3, max_length=96, batch_size=4, min_pairs=8, holdout=0.3,
                       regression_limit=4, max_ppl_increase=0.5, adapters_dir=str(stack.adapters_dir),
                       control_url=stack.control_url, ab_percent=10, feedback_url=feedback.url,
-                      feedback_token=feedback.token)
+                      feedback_token=feedback.token,
+                      # the gate runs for real on a small sample; a wide tolerance, since 24 prompts cannot
+                      # tell two near-identical adapters apart (tests/training covers the refusal itself)
+                      safety_sample=24, safety_max_tokens=32, safety_tolerance=0.25)
     assert report["status"] == "done", json.dumps(report, indent=2, default=str)
+    gate = report["steps"]["safety"]
+    assert gate["passed"] and gate["old"]["unsafe_rate"] is not None and gate["new"]["unsafe_rate"] is not None
     evaluation = report["steps"]["evaluate"]
     old, new = evaluation["old"]["preference"], evaluation["new"]["preference"]
     assert evaluation["preference_set"] == "holdout" and new["pairs"] >= 5

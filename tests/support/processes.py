@@ -69,6 +69,23 @@ def wait_healthy(url: str, process: Process, timeout: float, ok_status=(200,)) -
     raise RuntimeError(f"{process.name} not healthy at {url} after {timeout:.0f}s:\n{process.log_tail()}")
 
 
+def wait_check_ok(readyz_url: str, check: str, process: Process, timeout: float) -> None:
+    """Wait until one named check of a service's /readyz says ok (or the service has no such check),
+    e.g. ai_service's moderation models, which load in the background after /healthz answers."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not process.alive():
+            raise RuntimeError(f"{process.name} exited (code {process.popen.returncode}):\n{process.log_tail()}")
+        try:
+            checks = httpx.get(readyz_url, timeout=2).json().get("checks", {})
+            if checks.get(check, "ok") == "ok":
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{process.name}: readiness check {check!r} not ok after {timeout:.0f}s:\n{process.log_tail()}")
+
+
 def start_redis(log_dir: Path, *, port: int | None = None, durable: bool = False,
                 data_dir: Path | None = None) -> tuple[Process, str]:
     """A real redis-server on loopback. `durable`: an append-only file fsynced on every write, so

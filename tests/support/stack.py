@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.processes import REPO_ROOT, Process, free_port, python_module, wait_healthy
+from tests.support.processes import REPO_ROOT, Process, free_port, python_module, wait_check_ok, wait_healthy
 
 BASE_MODEL = "SmolLM2-135M-Instruct"
 SAMPLE_ADAPTER = "peer-v1"
@@ -154,6 +154,8 @@ def start_platform(workdir: Path, redis_url: str, *, local_url: str, local_api_k
     try:
         wait_healthy(f"{platform.ai_service_url}/healthz", processes["ai_service"], 60)
         wait_healthy(f"{platform.gateway_url}/healthz", processes["gateway"], 60)
+        # chats wait for the moderation models anyway; tests start once they are in
+        wait_check_ok(f"{platform.ai_service_url}/readyz", "moderation", processes["ai_service"], 240)
     except Exception:
         platform.stop()
         raise
