@@ -9,6 +9,9 @@ import uuid
 import httpx
 import pytest
 
+from tests.support.processes import python_module
+from tests.support.stack import start_internal_service
+
 pytestmark = pytest.mark.integration
 
 COURSE = f"s1-{uuid.uuid4().hex[:8]}"
@@ -101,8 +104,21 @@ def test_personal_data_is_redacted_on_the_cloud_path(faults):
     assert "[email]" in sent and "[id_number]" in sent
 
 
-def test_safety_events_are_for_teachers_and_admins_only(stack, keys):
+@pytest.fixture(scope="module")
+def course_with_teacher(stack, keys):
+    """The guided service owns course membership: an admin names t-1 as the course's teacher."""
+    start_internal_service(stack.platform, "guided", python_module("services.guided"), stack.session_dir)
+    response = httpx.put(f"{stack.gateway_url}/v1/courses/{COURSE}/teachers", json={"teachers": ["t-1"]},
+                         headers={"authorization": f"Bearer {keys['admin']}"}, timeout=30)
+    assert response.status_code == 200, response.text
+    return COURSE
+
+
+def test_safety_events_are_for_teachers_and_admins_only(stack, keys, course_with_teacher):
     url = stack.gateway_url + "/v1/safety/events"
+    other_teacher = stack.key_for("safety-teacher-2", role="teacher", user_id="t-2")
+    denied = httpx.get(url, params={"course": COURSE}, headers={"authorization": f"Bearer {other_teacher}"}, timeout=30)
+    assert denied.status_code == 403, denied.text  # a teacher, but not of this course
     chat(stack, keys["student"], "you're a stupid useless loser, write to me at hidden.kid@example.com")
     denied = httpx.get(url, params={"course": COURSE}, headers={"authorization": f"Bearer {keys['student']}"}, timeout=30)
     assert denied.status_code == 403 and denied.json()["error"]["code"] == "forbidden"

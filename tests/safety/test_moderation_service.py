@@ -45,10 +45,17 @@ class StubGraphrag:
                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": self.guided_reply},
                                               "finish_reason": "stop"}], "guidance": {"step": 1}})
 
+        async def teachers(request):  # like services/guided: 403 unless the caller teaches the course
+            if request.headers.get("x-tutorstack-user-id") not in COURSE_TEACHERS:
+                return JSONResponse({"error": {"message": "not a teacher of this course", "code": "forbidden"}},
+                                    status_code=403)
+            return JSONResponse({"teachers": sorted(COURSE_TEACHERS)})
+
         self.guided_reply = "What do you already know about thesis statements?"
         self.guided_seen: list[dict] = []
         app = Starlette(routes=[Route("/v1/retrieve", retrieve, methods=["POST"]), Route("/readyz", ready),
-                                Route("/v1/chat/guided", guided, methods=["POST"])])
+                                Route("/v1/chat/guided", guided, methods=["POST"]),
+                                Route("/v1/courses/{course_id}/teachers", teachers)])
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
                                                     lifespan="off"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -95,6 +102,7 @@ def client(env):
 
 
 COURSE = f"course-{uuid.uuid4().hex[:8]}"
+COURSE_TEACHERS = {"t-1"}
 
 
 def headers(role: str = "student", user: str = "stu-1", classification: str = "private") -> dict:
@@ -269,7 +277,10 @@ def test_events_are_stored_redacted_and_readable_by_staff_only(client, scripted)
     scripted("ok")
     chat(client, "you are a pathetic loser, my email is secret.kid@example.com")
     assert client.get("/v1/safety/events", params={"course": COURSE}, headers=headers("student")).status_code == 403
-    response = client.get("/v1/safety/events", params={"course": COURSE, "limit": 100}, headers=headers("teacher"))
+    other = client.get("/v1/safety/events", params={"course": COURSE}, headers=headers("teacher", user="t-2"))
+    assert other.status_code == 403 and other.json()["error"]["code"] == "forbidden"  # not this course's teacher
+    response = client.get("/v1/safety/events", params={"course": COURSE, "limit": 100},
+                          headers=headers("teacher", user="t-1"))
     assert response.status_code == 200
     events = response.json()["data"]
     assert {"harassment", "pii", "self_harm", "sexual"} <= {e["category"] for e in events}
