@@ -145,6 +145,14 @@ async def _mode_chat(body: ModeChatRequest, mode: ChatMode, retrieval_mode: Retr
     )
     classification = chat.classification(caller.key_classification, x_data_classification, completion)
     served = await chat.complete(completion, model, classification, moderation)
+    if adapter and served.status == 404:
+        # The adapter went away since the model list was cached (a rollback or an unload): look again
+        # and answer with what is loaded now instead of a 404 for a model the client never named.
+        await chat.local_models(fresh=True)
+        adapter, ab_variant = await chat.adapter_for_mode(mode, caller.user_id or caller.key_id)
+        model = adapter or chat.settings.llm_model_local
+        completion = completion.model_copy(update={"model": model})
+        served = await chat.complete(completion, model, classification, moderation)
     extra: dict[str, Any] = {"mode": body.mode, "adapter": adapter if served.model == adapter else None,
                              "upstream": served.tier.value}
     if retrieval is not None:
