@@ -30,6 +30,9 @@ model: setup
 run: model
 	@$(PY) scripts/run_platform.py
 
+# the engine-independent tests run on vLLM and on llama.cpp, so `make test` builds llama.cpp (once, cached)
+test test-reliability: export TUTORSTACK_WITH_LLAMACPP := 1
+
 test: model
 	@$(PY) -m pytest -q --timeout=900 $(PYTEST_ARGS)
 

@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--force", action="store_true", help="train again even when the adapter exists")
     build.add_argument("--name", default="peer-v1", help="adapter name, <family>-v<N> (default peer-v1)")
 
+    commands.add_parser("engine", help="print the engine `serve` would run here (vllm or llamacpp); the reason on stderr")
+
     adapters = commands.add_parser("adapters", help="list adapters on disk (and loaded ones, if the control API is up)")
     adapters.add_argument("--json", action="store_true", help="print JSON")
 
@@ -53,6 +55,15 @@ def main(argv: list[str] | None = None) -> int:
             build_sample_adapter(settings, name=args.name, force=args.force)
         elif args.command == "adapters":
             return _list_adapters(settings, as_json=args.json)
+        elif args.command == "engine":
+            from llm_server.device import detect
+            from llm_server.engine import choose_engine
+
+            model_dir = settings.resolved_model_path
+            weights = sum(p.stat().st_size for p in model_dir.glob("*.safetensors")) if model_dir.is_dir() else 0
+            choice = choose_engine(settings.engine, detect(), weights)
+            print(choice.engine)
+            print(choice.reason, file=sys.stderr)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

@@ -62,6 +62,13 @@ if [ ! -f "$VLLM_VENV/.tutorstack-stamp" ] || [ "$(cat "$VLLM_VENV/.tutorstack-s
     || { echo "vLLM virtualenv is broken"; exit 1; }
   echo "$VLLM_PACKAGE" > "$VLLM_VENV/.tutorstack-stamp"
 fi
-# llama.cpp's llama-server for LLM_ENGINE=llamacpp (docs/engines.md): built from source once (10-20 min on 2 cores), cached.
-PYTHON="$VENV/bin/python" bash scripts/build_llamacpp.sh
+# llama.cpp's llama-server for LLM_ENGINE=llamacpp (docs/engines.md): built from source once (10-20 min on 2 cores),
+# cached. Built when this machine's engine is llama.cpp, or for `make test` (TUTORSTACK_WITH_LLAMACPP=1: the
+# engine-independent tests run on both engines); `make run` on a machine that runs vLLM does not wait for it.
+ENGINE_HERE="$("$VENV/bin/python" -m llm_server engine 2>/dev/null || echo llamacpp)"
+if [ "${TUTORSTACK_WITH_LLAMACPP:-0}" = 1 ] || [ "$ENGINE_HERE" = llamacpp ]; then
+  PYTHON="$VENV/bin/python" bash scripts/build_llamacpp.sh
+elif [ ! -x "$HOME_DIR/venv-llamacpp/bin/llama-server" ]; then
+  say "llama.cpp: not built (this machine runs $ENGINE_HERE; make test or LLM_ENGINE=llamacpp builds it)"
+fi
 say "ready: platform venv $VENV, vLLM venv $VLLM_VENV, llama.cpp $HOME_DIR/venv-llamacpp"
