@@ -71,4 +71,8 @@ if [ "${TUTORSTACK_WITH_LLAMACPP:-0}" = 1 ] || [ "$ENGINE_HERE" = llamacpp ]; th
 elif [ ! -x "$HOME_DIR/venv-llamacpp/bin/llama-server" ]; then
   say "llama.cpp: not built (this machine runs $ENGINE_HERE; make test or LLM_ENGINE=llamacpp builds it)"
 fi
-say "ready: platform venv $VENV, vLLM venv $VLLM_VENV, llama.cpp $HOME_DIR/venv-llamacpp"
+if [ -x "$HOME_DIR/venv-llamacpp/bin/llama-server" ]; then
+  say "ready: platform venv $VENV, vLLM venv $VLLM_VENV, llama.cpp $HOME_DIR/venv-llamacpp"
+else
+  say "ready: platform venv $VENV, vLLM venv $VLLM_VENV"
+fi
