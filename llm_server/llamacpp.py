@@ -56,7 +56,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from common.logging import get_logger
 from llm_server.adapters import AdapterNameError, discover_adapters, parse_adapter_name
 from llm_server.device import Capabilities
-from llm_server.serve import StartupError
+from llm_server.serve import StartupError, stop_process_group
 from llm_server.settings import LLMServerSettings
 
 log = get_logger("llm_server.llamacpp")
@@ -301,19 +301,7 @@ class Backend:
         return self.popen.poll() is None
 
     def stop(self) -> None:
-        if not self.alive():
-            return
-        log.info("stopping llama-server", extra={"pid": self.popen.pid})
-        for sig, wait in ((signal.SIGTERM, STOP_GRACE_SEC), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.popen.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process_group(self.popen, "llama-server", STOP_GRACE_SEC)
 
 
 try:  # loaded here, not in the forked child: preexec_fn must not import

@@ -152,19 +152,24 @@ class VllmProcess:
         return self.popen.poll() is None
 
     def stop(self) -> None:
-        if not self.alive():
+        stop_process_group(self.popen, "vLLM", STOP_GRACE_SEC)
+
+
+def stop_process_group(popen: subprocess.Popen, what: str, grace_sec: float) -> None:
+    """SIGTERM an engine's whole session (it was started with start_new_session), SIGKILL after grace_sec."""
+    if popen.poll() is not None:
+        return
+    log.info(f"stopping {what}", extra={"pid": popen.pid})
+    for sig, wait in ((signal.SIGTERM, grace_sec), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(popen.pid, sig)
+        except ProcessLookupError:
             return
-        log.info("stopping vLLM", extra={"pid": self.popen.pid})
-        for sig, wait in ((signal.SIGTERM, STOP_GRACE_SEC), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.popen.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        try:
+            popen.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 async def wait_until_up(vllm: VllmClient, url: str, timeout: float, child: VllmProcess | None) -> float:
