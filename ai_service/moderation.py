@@ -9,7 +9,8 @@ actions to its findings and keeps the flagged events:
 - output: the model's answer; `block` replaces it (200, finish_reason `content_filter`), streams end
   with an in-band error event `content_filtered` and no further text, then `data: [DONE]`.
 - cloud: personal data is redacted from every message before a request leaves for the cloud tier.
-- events: each flagged finding is stored in Redis (a stream per course, AOF), PII-redacted.
+- events: each moderation decision is stored in Redis as one event (a stream per course, AOF), PII-redacted:
+  every flagged category with its score, and the category and action that decided.
 
 No FastAPI routes here except the events router at the bottom.
 """
@@ -128,16 +129,33 @@ class ModerationInfo(BaseModel):
         default=None, description="where it was found: the student's message, the answer, a passage, a tool result")
 
 
+class FlaggedCategory(BaseModel):
+    """One category a moderation check flagged, with the action the mode's policy names for it alone."""
+
+    category: str = Field(description="self_harm | sexual | violence | harassment | pii | prompt_injection")
+    score: float = Field(description="the category's score in [0, 1] (flagged at >= 0.5)")
+    action: str = Field(description="the policy's action for this category alone (block, redact, warn, log, "
+                                    "support, off); the action applied to the request is the event's `action`")
+
+
 class SafetyEvent(BaseModel):
+    """One moderation decision: one check of one text (the student's message, an answer or a stream window,
+    a retrieved passage, a tool result) that flagged at least one category whose action is not `off`."""
+
     id: str
     time: float = Field(description="unix seconds")
     course: str
-    category: str
-    action: str
-    direction: str = Field(description="input | output | retrieved | tool | cloud")
+    category: str = Field(description="the category that decided: the flagged category whose action was "
+                                      "applied (the highest-scoring one among those with that action)")
+    action: str = Field(description="the action actually applied: the strongest over the flagged categories "
+                                    "(support > block > redact > warn > log)")
+    direction: str = Field(description="input | output | retrieved | tool")
     mode: str
     user_id: str | None = None
-    score: float
+    score: float = Field(description="the deciding category's score")
+    categories: list[FlaggedCategory] = Field(
+        default_factory=list, description="every category this check flagged, with its score and its own "
+                                          "action, highest score first (events stored before 2026-11-29: empty)")
     excerpt: str = Field(description="a short excerpt with personal data redacted")
     request_id: str | None = None
 
@@ -168,6 +186,21 @@ class Context:
         strongest = max(shown, key=lambda i: ACTION_RANK.get(i.action or "off", 0))
         return ModerationInfo(flagged=True, categories=categories, action=strongest.action,
                               direction=strongest.direction).model_dump()
+
+
+@dataclass
+class Decision:
+    """What one moderation check decided: the action applied, the category that decided it, the
+    categories acted on (not `off`), and every flagged category with its score and own action."""
+
+    action: str
+    category: str
+    categories: list[str]
+    flagged: list[FlaggedCategory]
+
+    @property
+    def score(self) -> float:
+        return next((f.score for f in self.flagged if f.category == self.category), 0.0)
 
 
 @dataclass
@@ -273,8 +306,8 @@ class Moderation:
             findings = await self._findings(text, "input", ctx.lang)
             decided = self._decide(findings, ctx, "input")
             if decided:
-                action, categories = decided
-                await self._record(findings, ctx, "input", text)
+                action, categories = decided.action, decided.categories
+                await self._record(decided, ctx, "input", text)
                 ctx.infos.append(ModerationInfo(flagged=True, categories=categories, action=action, direction="input"))
                 if action == "support":
                     return InputVerdict(messages, respond=self.template(ctx.lang))
@@ -293,18 +326,24 @@ class Moderation:
                                              "[tool result removed by content moderation: prompt injection]")
         return InputVerdict(messages)
 
-    def _decide(self, findings, ctx: Context, direction: str) -> tuple[str, list[str]] | None:
-        """The strongest action over the flagged categories, and the categories that are not `off`."""
-        flagged = list(dict.fromkeys(f.category for f in findings))
-        if direction == "output":
-            flagged = [c for c in flagged if c != "prompt_injection"]
-        acted = [(self.policy.action(ctx.mode, c), c) for c in flagged]
-        acted = [(a, c) for a, c in acted if a != "off"]
-        for action, category in acted:
-            self.flags.labels(category, action, direction, ctx.mode).inc()
+    def _decide(self, findings, ctx: Context, direction: str) -> Decision | None:
+        """The strongest action over the flagged categories (None when every one is `off`), the
+        category that decided it, and every flagged category with its score and own action."""
+        best: dict[str, float] = {}
+        for finding in findings:
+            if direction == "output" and finding.category == "prompt_injection":
+                continue  # the model's own answer is not an injection risk
+            best[finding.category] = max(best.get(finding.category, 0.0), finding.score)
+        flagged = [FlaggedCategory(category=c, score=round(s, 3), action=self.policy.action(ctx.mode, c))
+                   for c, s in sorted(best.items(), key=lambda cs: -cs[1])]
+        acted = [f for f in flagged if f.action != "off"]
+        for f in acted:
+            self.flags.labels(f.category, f.action, direction, ctx.mode).inc()
         if not acted:
             return None
-        return max(acted, key=lambda ac: ACTION_RANK[ac[0]])[0], [c for _, c in acted]
+        winner = max(acted, key=lambda f: (ACTION_RANK[f.action], f.score))
+        return Decision(action=winner.action, category=winner.category, categories=[f.category for f in acted],
+                        flagged=flagged)
 
     def _rewrite(self, text: str, findings, ctx: Context) -> str:
         """`redact`: personal data spans become [kind]; other categories set to redact remove the message."""
@@ -331,9 +370,12 @@ class Moderation:
         self.flags.labels("prompt_injection", action, kind, ctx.mode).inc()
         if action == "off":
             return text
-        await self._record(findings, ctx, kind, text, action=action)
-        ctx.infos.append(ModerationInfo(flagged=True, categories=["prompt_injection"], action=action
-                                        if action in ("block", "redact", "warn", "log") else "redact", direction=kind))
+        applied = action if action in ("block", "redact", "warn", "log") else "redact"
+        score = round(max(f.score for f in findings), 3)
+        await self._record(Decision(action=applied, category="prompt_injection", categories=["prompt_injection"],
+                                    flagged=[FlaggedCategory(category="prompt_injection", score=score, action=action)]),
+                           ctx, kind, text)
+        ctx.infos.append(ModerationInfo(flagged=True, categories=["prompt_injection"], action=applied, direction=kind))
         if action == "block":
             return None
         if action in ("warn", "log"):
@@ -361,8 +403,8 @@ class Moderation:
         decided = self._decide(findings, ctx, "output")
         if not decided:
             return text, None
-        action, categories = decided
-        await self._record(findings, ctx, "output", text)
+        action, categories = decided.action, decided.categories
+        await self._record(decided, ctx, "output", text)
         ctx.infos.append(ModerationInfo(flagged=True, categories=categories, action=action, direction="output"))
         if action == "support":
             return self.template(ctx.lang), "content_filter"
@@ -409,7 +451,7 @@ class Moderation:
         pending = b""
         template: dict | None = None
 
-        async def verdict(final: bool) -> tuple[str, list[str]] | None:
+        async def verdict(final: bool) -> Decision | None:
             nonlocal checked_to
             if len(answer) == checked_to:
                 return None
@@ -422,8 +464,8 @@ class Moderation:
             findings = await self._findings(text, "output", ctx.lang)
             decided = self._decide(findings, ctx, "output")
             if decided:
-                await self._record(findings, ctx, "output", text)
-                ctx.infos.append(ModerationInfo(flagged=True, categories=decided[1], action=decided[0],
+                await self._record(decided, ctx, "output", text)
+                ctx.infos.append(ModerationInfo(flagged=True, categories=decided.categories, action=decided.action,
                                                 direction="output"))
             return decided
 
@@ -445,8 +487,8 @@ class Moderation:
             held = []
             return b"".join(out)
 
-        def stop(decided) -> bytes:
-            action, categories = decided
+        def stop(decided: Decision) -> bytes:
+            action, categories = decided.action, decided.categories
             parts = []
             if action == "support":
                 parts.append(_delta_event(template or {}, self.template(ctx.lang)))
@@ -464,10 +506,10 @@ class Moderation:
                     data = raw[5:].strip() if raw.startswith(b"data:") else None
                     if data == b"[DONE]":
                         decided = await verdict(final=True)
-                        if decided and decided[0] in ("block", "support"):
+                        if decided and decided.action in ("block", "support"):
                             yield stop(decided)
                             return
-                        out = release(redact=bool(decided and decided[0] == "redact"))
+                        out = release(redact=bool(decided and decided.action == "redact"))
                         summary = ctx.summary()
                         if summary:
                             out += b"data: " + json.dumps({"object": "chat.completion.chunk", "choices": [],
@@ -485,10 +527,10 @@ class Moderation:
                     answer += text
                     if len(answer) - checked_to >= every or (text and text.rstrip()[-1:] in ".!?。！？\n"):
                         decided = await verdict(final=False)
-                        if decided and decided[0] in ("block", "support"):
+                        if decided and decided.action in ("block", "support"):
                             yield stop(decided)
                             return
-                        yield release(redact=bool(decided and decided[0] == "redact"))
+                        yield release(redact=bool(decided and decided.action == "redact"))
             tail = release()
             if tail or pending:
                 yield tail + pending
@@ -532,36 +574,29 @@ class Moderation:
         return {**body, "messages": messages}
 
     # --- events ----------------------------------------------------------------------------
-    async def _record(self, findings, ctx: Context, direction: str, text: str, action: str | None = None) -> None:
+    async def _record(self, decision: Decision, ctx: Context, direction: str, text: str) -> None:
+        """One event for one decision: the action applied and the category that decided it, with
+        every flagged category and its score."""
         from safety import pii
 
         excerpt, _ = pii.redact(text)
         excerpt = " ".join(excerpt.split())
         if len(excerpt) > EXCERPT_CHARS:
             excerpt = excerpt[:EXCERPT_CHARS - 1] + "…"
-        best: dict[str, float] = {}
-        for finding in findings:
-            best[finding.category] = max(best.get(finding.category, 0.0), finding.score)
         course = ctx.course if _COURSE_ID.match(ctx.course or "") else "default"
-        events = []
-        for category, score in best.items():
-            chosen = action or self.policy.action(ctx.mode, category)
-            if chosen == "off" or (direction == "output" and category == "prompt_injection"):
-                continue
-            events.append(SafetyEvent(
-                id=uuid.uuid4().hex[:16], time=round(time.time(), 3), course=course, category=category,
-                action=chosen, direction=direction, mode=ctx.mode, user_id=ctx.caller.user_id if ctx.caller else None,
-                score=round(score, 3), excerpt=excerpt, request_id=request_id_var.get(None) or None))
-        if not events:
-            return
-        log.info("content flagged", extra={"categories": [e.category for e in events], "direction": direction,
-                                           "mode": ctx.mode, "course": course})
+        event = SafetyEvent(
+            id=uuid.uuid4().hex[:16], time=round(time.time(), 3), course=course, category=decision.category,
+            action=decision.action, direction=direction, mode=ctx.mode,
+            user_id=ctx.caller.user_id if ctx.caller else None, score=decision.score,
+            categories=decision.flagged, excerpt=excerpt, request_id=request_id_var.get(None) or None)
+        log.info("content flagged", extra={"categories": [f.category for f in decision.flagged],
+                                           "category": decision.category, "action": decision.action,
+                                           "direction": direction, "mode": ctx.mode, "course": course})
         try:
             async with asyncio.timeout(1.0):
                 pipe = self.redis.pipeline(transaction=False)
-                for event in events:
-                    pipe.xadd(EVENTS_KEY.format(course=course), {"event": event.model_dump_json()},
-                              maxlen=self.settings.safety_events_max, approximate=True)
+                pipe.xadd(EVENTS_KEY.format(course=course), {"event": event.model_dump_json()},
+                          maxlen=self.settings.safety_events_max, approximate=True)
                 pipe.sadd(COURSES_KEY, course)
                 await pipe.execute()
         except Exception as exc:  # losing an event must not fail the chat; the log line above stays

@@ -128,6 +128,9 @@ def test_safety_events_are_for_teachers_and_admins_only(stack, keys, course_with
         assert response.status_code == 200, response.text
         events = response.json()["data"]
         assert events and all(e["course"] == COURSE for e in events)
-        assert {"harassment", "pii"} <= {e["category"] for e in events}
+        # one event per decision, listing every flagged category: the insult and the address are one event
+        [insult] = [e for e in events if e["direction"] == "input" and "loser" in e["excerpt"] and "[email]" in e["excerpt"]]
+        assert {"harassment", "pii"} <= {c["category"] for c in insult["categories"]}
+        assert insult["action"] == "redact" and insult["category"] == "pii"
         assert all("hidden.kid@example.com" not in e["excerpt"] for e in events)
         assert events[0]["user_id"] == "stu-42" and events[0]["mode"] == "tutor"

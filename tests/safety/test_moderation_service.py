@@ -283,7 +283,11 @@ def test_events_are_stored_redacted_and_readable_by_staff_only(client, scripted)
                           headers=headers("teacher", user="t-1"))
     assert response.status_code == 200
     events = response.json()["data"]
-    assert {"harassment", "pii", "self_harm", "sexual"} <= {e["category"] for e in events}
+    # one event per decision: the deciding category, with every flagged one listed (and its score) in it
+    assert {"harassment", "pii", "self_harm", "sexual"} <= {c["category"] for e in events for c in e["categories"]}
+    [insult] = [e for e in events if e["direction"] == "input" and "loser" in e["excerpt"] and "[email]" in e["excerpt"]]
+    assert {"harassment", "pii"} <= {c["category"] for c in insult["categories"]}
+    assert insult["action"] == "redact" and insult["category"] == "pii"  # redact (pii) outranks warn (harassment)
     assert all("secret.kid@example.com" not in e["excerpt"] for e in events)
     assert any("[email]" in e["excerpt"] for e in events)
     newest = events[0]
@@ -335,3 +339,19 @@ def test_internal_callbacks_are_not_moderated_twice(env):
             assert via_gateway.status_code == 400 and via_gateway.json()["error"]["code"] == "content_filtered"
     finally:
         env["local"].set_mode("pass")
+
+
+def test_one_decision_is_one_event_naming_what_decided(client, scripted):
+    # the real classifier flags this as self-harm and also as violence: one event, decided by self-harm's support
+    scripted("ok")
+    course = f"one-{uuid.uuid4().hex[:8]}"
+    response = client.post("/v1/chat", json={"mode": "tutor", "messages": [{"role": "user", "content": "我不想活了"}],
+                                             "max_tokens": 32, "metadata": {"course_id": course}}, headers=headers())
+    assert response.status_code == 200 and response.json()["moderation"]["action"] == "support"
+    events = client.get("/v1/safety/events", params={"course": course}, headers=headers("admin")).json()["data"]
+    assert len(events) == 1, events
+    event = events[0]
+    assert (event["category"], event["action"], event["direction"]) == ("self_harm", "support", "input")
+    flagged = {c["category"]: c for c in event["categories"]}
+    assert flagged["self_harm"]["action"] == "support" and event["score"] == flagged["self_harm"]["score"] >= 0.5
+    assert all(c["score"] >= 0.5 for c in event["categories"])
