@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from ai_service.api import router
+from ai_service.api import install_fast_routes, router
 from ai_service.chat import ChatEngine
 from ai_service.delegate import ServiceDirectory
 from ai_service.moderation import Moderation
@@ -66,4 +66,5 @@ def create_app(settings: AIServiceSettings | None = None) -> FastAPI:
     app.include_router(tools_router)
     app.include_router(safety_router)
     app.include_router(replicas_router)
+    install_fast_routes(app)  # POST /v1/chat/completions without FastAPI's per-request cost
     return app
