@@ -20,8 +20,9 @@ Variants:
               Full-length rows pack into sequences of equal length, which the
               attention runs as a [B, L] batch through SDPA (exact, faster there).
   pipeline_compile  pipeline + torch.compile of each decoder layer (no gain measured).
-  Since issue 14 ``pipeline`` also has FP8 frozen base weights and cuDNN-first SDPA (the defaults of
-  apply_speedups); modifiers joined with '+': nofp8, nocudnn, selN (N layers skip the checkpoint
+  Since issue 14 ``pipeline`` also has FP8 frozen base weights, cuDNN-first SDPA and the Triton LoRA side
+  path with in-kernel dropout (the defaults of apply_speedups); modifiers joined with '+': nofp8, nocudnn,
+  nolk (LoRA side path and dropout as torch ops), selN (N layers skip the checkpoint
   recompute), mbM (micro-batches of M with gradient accumulation: equal tokens per step), compile.
   e.g. pipeline+nofp8+nocudnn = the pipeline of issue 4; pipeline+mb2+sel8.
 
@@ -96,10 +97,12 @@ def parse_variant(name: str) -> tuple[str, dict]:
     nofp8 (bf16 base weights), nocudnn (SDPA's default order), selN (N layers skip the checkpoint
     recompute), mbM (micro-batches of M with gradient accumulation: equal tokens per step), compile."""
     parts = name.split("+")
-    mods = {"fp8": True, "cudnn": True, "sel": None, "mb": 0, "compile": False}
+    mods = {"fp8": True, "cudnn": True, "sel": None, "mb": 0, "compile": False, "lk": True}
     for m in parts[1:]:
         if m == "nofp8":
             mods["fp8"] = False
+        elif m == "nolk":
+            mods["lk"] = False
         elif m == "nocudnn":
             mods["cudnn"] = False
         elif m == "compile":
@@ -155,12 +158,12 @@ def child(args) -> None:
     if base_name in ("liger", "liger_lora"):
         model = sp.apply_speedups(
             model, device="cuda", enable=True, liger=True, fused_lora=(base_name == "liger_lora"),
-            padding_free_attention=False, fp8=False, cudnn_attention=False,
+            padding_free_attention=False, fp8=False, cudnn_attention=False, lora_kernels=False,
         )
     elif base_name.startswith("pipeline"):
         model = sp.apply_speedups(
             model, device="cuda", enable=True, compile_layers=mods["compile"], fp8=mods["fp8"],
-            cudnn_attention=mods["cudnn"], unchecked_layers=mods["sel"],
+            cudnn_attention=mods["cudnn"], unchecked_layers=mods["sel"], lora_kernels=mods["lk"],
         )
         packed = sp.describe(model).get("attention") == sp.VARLEN_ATTN_NAME
         if args.smoke_cpu and sp.register_varlen_attention() and sp._set_attn(model, sp.VARLEN_ATTN_NAME):
@@ -354,6 +357,81 @@ def child(args) -> None:
         print("RESULT " + json.dumps(res), flush=True)
 
 
+# ------------------------------------------------------------------------ kernel micro-bench
+
+
+def kernel_bench(args) -> None:
+    """The LoRA side path of one projection at T = batch x seq tokens: torch ops (the fused path before
+    the Triton kernels) vs the Triton kernels at a few launch configurations; prints the best as env lines."""
+    import torch
+    from triton.testing import do_bench
+
+    sp = load_speedups()
+    T, r, p, s = args.batches[0] * args.seq, 8, args.lora_dropout, 4.0
+    best_lines = {}
+    out = [f"kernel micro-bench, T={T}, r={r}, p={p}: ms per call (median)"]
+    for K, N in ((4096, 4096), (14336, 4096)):
+        x = torch.randn(T, K, device="cuda", dtype=torch.bfloat16)
+        a = (torch.randn(r, K, device="cuda") * 0.02).to(torch.bfloat16)
+        gxa = torch.randn(T, r, device="cuda")
+        gx = torch.randn(T, K, device="cuda", dtype=torch.bfloat16)
+
+        def torch_fwd():
+            q, sc = sp.quantize_rowwise_fp8(x)
+            xd, mask = torch.native_dropout(x, p, True)
+            return torch.mm(xd, a.t()), mask
+
+        xd, mask = torch.native_dropout(x, p, True)
+        g16 = gxa.to(torch.bfloat16)
+
+        def torch_bwd():
+            ga = torch.mm(g16.t(), xd)
+            gx.add_(torch.mm(g16, a).mul_(mask), alpha=s / (1 - p))
+            return ga
+
+        t_tf, t_tb = do_bench(torch_fwd), do_bench(torch_bwd)
+        out.append(f"K={K}: torch fwd (quant + dropout + xA) {t_tf:.3f}, torch bwd (dA + masked gx term) {t_tb:.3f}")
+        fw = []
+        for bm in (32, 64):
+            for bk in (64, 128, 256):
+                for w in (4, 8):
+                    cfg = {"BM": bm, "BK": bk, "num_warps": w}
+                    try:
+                        t = do_bench(lambda: sp.lora_fwd(x, a, p, 123, quant=True, cfg=cfg))
+                        t2 = do_bench(lambda: sp.lora_fwd(x, a, p, 123, quant=False, cfg=cfg))
+                    except Exception as exc:  # noqa: BLE001
+                        out.append(f"  fwd {cfg} failed: {str(exc)[:120]}")
+                        continue
+                    fw.append((t + t2, t, t2, cfg))
+        fw.sort(key=lambda e: e[0])
+        for tot, t, t2, cfg in fw[:4]:
+            out.append(f"  triton fwd {cfg}: quant+xA {t:.3f}, xA only {t2:.3f}")
+        bw = []
+        for bm in (32, 64, 128):
+            for bk in (64, 128, 256):
+                for w in (4, 8):
+                    cfg = {"BM": bm, "BK": bk, "num_warps": w}
+                    try:
+                        t = do_bench(lambda: sp.lora_bwd(x, gxa, a, gx, s, p, 123, cfg=cfg))
+                    except Exception as exc:  # noqa: BLE001
+                        out.append(f"  bwd {cfg} failed: {str(exc)[:120]}")
+                        continue
+                    bw.append((t, cfg))
+        bw.sort(key=lambda e: e[0])
+        for t, cfg in bw[:3]:
+            out.append(f"  triton bwd {cfg}: {t:.3f}")
+        if K == 4096 and N == 4096 and fw and bw:
+            f, b = fw[0][3], bw[0][1]
+            best_lines = {"TUTORSTACK_LORA_FWD_CFG": f"{f['BM']},{f['BK']},{f['num_warps']}",
+                          "TUTORSTACK_LORA_BWD_CFG": f"{b['BM']},{b['BK']},{b['num_warps']}"}
+        torch.cuda.empty_cache()
+    text = "\n".join(out)
+    print(text, flush=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    Path(args.out, "kernel_bench.txt").write_text(text + "\n")
+    Path(args.out, "kernel_best.env").write_text("".join(f"export {k}={v}\n" for k, v in best_lines.items()))
+
+
 # ------------------------------------------------------------------------ orchestrator
 
 
@@ -416,6 +494,8 @@ def main() -> None:
     ap.add_argument("--dpo", action="store_true", help="DPO steps: batch = sequences (half chosen, half rejected); "
                     "policy = LoRA, reference = the same model with the adapter disabled")
     ap.add_argument("--beta", type=float, default=0.1)
+    ap.add_argument("--kernels", action="store_true", help="micro-bench of the Triton LoRA kernels vs torch ops "
+                    "(writes kernel_bench.txt and kernel_best.env to --out) and exit")
     ap.add_argument("--tag", default="", help="suffix of the output files (e.g. dpo)")
     ap.add_argument("--curve-data", default="", help="token ids (torch.save of a 1-D int tensor): run a loss curve "
                     "of --curve-steps steps at batch --batches[0] on these real tokens instead of the timing")
@@ -433,6 +513,9 @@ def main() -> None:
     args.mixed_variants = [v for v in str(args.mixed_variants).split(",") if v]
     if args.child:
         child(args)
+        return
+    if args.kernels:
+        kernel_bench(args)
         return
 
     import torch

@@ -202,6 +202,16 @@ def _fused_lora_forward(self, x, *args, **kwargs):
     drop = self.lora_dropout[name]
     p = float(drop.p) if isinstance(drop, torch.nn.Dropout) and self.training else 0.0
     base = self.base_layer
+    if getattr(self, "_ts_lora_kernels", False) and (x.is_cuda or _interpreting()):
+        xt = x.to(_autocast_dtype(x))
+        if lora_kernel_fits(xt.reshape(-1, xt.shape[-1]), self.lora_A[name].weight.shape[0]):
+            fp8 = hasattr(base, "_ts_fp8_w")
+            with torch.autocast(x.device.type, enabled=False):
+                return _TritonLoraLinear.apply(
+                    xt, base._ts_fp8_w if fp8 else None, base._ts_fp8_scale if fp8 else None,
+                    None if fp8 else base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
+                    float(self.scaling[name]), p,
+                )
     if hasattr(base, "_ts_fp8_w") and x.is_cuda:
         with torch.autocast(x.device.type, enabled=False):
             return _FusedLoraFp8Linear.apply(
@@ -211,6 +221,12 @@ def _fused_lora_forward(self, x, *args, **kwargs):
     return _FusedLoraLinear.apply(
         x, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight, float(self.scaling[name]), p
     )
+
+
+def _interpreting() -> bool:
+    import os
+
+    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _fusable(self) -> bool:
@@ -233,8 +249,11 @@ def _fusable(self) -> bool:
     return isinstance(drop, (torch.nn.Dropout, torch.nn.Identity))
 
 
-def fuse_lora_linears(model) -> int:
+def fuse_lora_linears(model, kernels: bool = False) -> int:
     """Patch every vanilla peft ``lora.Linear`` in ``model`` to the fused forward. Returns the count.
+
+    ``kernels``: the LoRA side path (dropout included) runs in the Triton kernels of
+    :class:`_TritonLoraLinear` where the input fits them (bf16/fp16, CUDA or Triton's interpreter).
 
     Works on any device (the CPU tests use it). Modules that are merged, disabled,
     have several active adapters, DoRA or other variants, or a trainable base weight
@@ -252,6 +271,8 @@ def fuse_lora_linears(model) -> int:
             module._tutorstack_fusable = MethodType(_fusable, module)
             module.forward = MethodType(_fused_lora_forward, module)
             n += 1
+        if isinstance(module, LoraLinear) and hasattr(module, "_tutorstack_orig_forward"):
+            module._ts_lora_kernels = bool(kernels)
     return n
 
 
@@ -592,7 +613,17 @@ class _Fp8FrozenLinear(torch.autograd.Function):
     def forward(ctx, x, wq, w_scale, bias):
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        out = _fp8_mm(x2, wq, w_scale, x2.dtype if x2.dtype != torch.float32 else torch.bfloat16)
+        out_dt = x2.dtype if x2.dtype != torch.float32 else torch.bfloat16
+        cached = _cached_quant(x) if _QUANT_SHARING[0] else None
+        if cached is None:
+            q, s = quantize_rowwise_fp8(x2)
+            if _QUANT_SHARING[0]:
+                _store_quant(x, (q, s))
+        else:  # a sibling projection (q/k/v, gate/up) already quantised this x
+            q, s = cached
+        q, s, pad = _pad_rows(q, s)
+        out = torch._scaled_mm(q, wq.t(), scale_a=s, scale_b=w_scale, out_dtype=out_dt)
+        out = out[: out.shape[0] - pad] if pad else out
         if bias is not None:
             out = out + bias.to(out.dtype)
         ctx.save_for_backward(wq, w_scale)
@@ -707,6 +738,367 @@ class _FusedLoraFp8Linear(torch.autograd.Function):
                 gx.add_(torch.mm(g_xa, a).mul_(mask), alpha=s / (1.0 - p))
             gx = gx.view(ctx.in_shape)
         return gx, None, None, None, ga, gb, None, None
+
+
+# ------------------------------------------------ Triton LoRA side path (in-kernel dropout)
+#
+# peft's LoRA term is s * B(A(dropout(x))). The fused autograd functions above still run it as
+# torch ops: dropout materialises dropout(x) and a bool mask (a read and 2.5 writes of x), A reads
+# dropout(x) again, the FP8 path quantises x in a separate pass for each of q/k/v (and gate/up),
+# which read the same x, and the backward builds (dH A) * mask / (1-p) in four passes over a
+# [T, K] tensor. The kernels below do the same maths without any of those tensors:
+#
+# * forward: one pass over x computes the row-wise FP8 quantisation (when the base is FP8) AND
+#   x_drop A^T, with the dropout mask drawn from a counter-based generator (Philox, the generator
+#   torch's own CUDA dropout uses) inside the kernel: x_drop and the mask are never stored;
+#   sibling projections that read the same x (q/k/v, gate/up) reuse its FP8 quantisation;
+# * backward: one pass over the output gradient computes its FP8 quantisation and dH = g B; one
+#   pass over x regenerates the mask from the saved seed and computes both dA = s x_drop^T dH and
+#   the input-gradient term gx += s (dH A) * mask / (1-p), in place.
+#
+# Dropout semantics: each module draws its own seed per call (from torch's CPU generator, which
+# activation checkpointing saves and restores, so the recompute draws the same mask), so masks are
+# independent across modules and steps, as with peft's nn.Dropout. Each element is kept when a
+# 16-bit uniform integer is >= round(p * 65536); the drop probability is therefore that value /
+# 65536 (0.100006 for p = 0.1, 6e-6 off) and kept elements are scaled by 1 / (1 - that), so the
+# dropped input is unbiased, exactly as torch's dropout (which scales by 1 / (1 - p)).
+
+_LORA_R = 16  # rank padded to the smallest tl.dot size
+
+
+def lora_kernels_available() -> bool:
+    """Triton importable and a CUDA device (or Triton's CPU interpreter, used by the tests)."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    import os
+
+    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _dropout_threshold(p: float) -> tuple[int, float]:
+    """(16-bit threshold, scale of kept elements) for drop probability p."""
+    t = int(round(float(p) * 65536.0))
+    t = min(max(t, 0), 65535)
+    return t, 65536.0 / (65536.0 - t)
+
+
+try:  # the kernels are module-level (Triton resolves names through the module's globals)
+    import triton
+    import triton.language as tl
+except Exception:  # pragma: no cover - CPU installs without Triton
+    triton = None
+
+if triton is not None:
+
+    @triton.jit
+    def _tl_lora_keep(seed, rows, k0, K8, thresh, BM: tl.constexpr, BK: tl.constexpr):
+        # element (row, col): Philox counter row * K/8 + col // 8, one of its eight 16-bit outputs;
+        # a function of (seed, row, col) only, so every kernel (any tiling) regenerates the same mask
+        c8 = k0 // 8 + tl.arange(0, BK // 8)
+        ctr = rows[:, None] * K8 + c8[None, :]
+        r0, r1, r2, r3 = tl.randint4x(seed, ctr)
+        lo = 0xFFFF
+        v = tl.join(
+            tl.join(tl.join(r0 & lo, r0 >> 16), tl.join(r1 & lo, r1 >> 16)),
+            tl.join(tl.join(r2 & lo, r2 >> 16), tl.join(r3 & lo, r3 >> 16)),
+        )
+        v = tl.reshape(v, (BM, BK))
+        return v >= thresh
+
+    @triton.jit
+    def _tl_lora_fwd(x_ptr, a_ptr, xa_ptr, q_ptr, s_ptr, col_ptr, M, K, R_REAL, seed, thresh, inv_keep,
+             R: tl.constexpr, QUANT: tl.constexpr, HAS_COL: tl.constexpr, DROP: tl.constexpr,
+             BM: tl.constexpr, BK: tl.constexpr):
+        # xa = drop(x) @ A^T  ([M, K] x [r, K] -> [M, r], fp32); with QUANT also the row-wise fp8 of x (* col)
+        pid = tl.program_id(0)
+        rows = pid * BM + tl.arange(0, BM)
+        rmask = rows < M
+        rows64 = rows.to(tl.int64)
+        jr = tl.arange(0, R)
+        acc = tl.zeros((BM, R), dtype=tl.float32)
+        amax = tl.zeros((BM,), dtype=tl.float32)
+        for k0 in range(0, K, BK):
+            cols = k0 + tl.arange(0, BK)
+            cmask = cols < K
+            m2 = rmask[:, None] & cmask[None, :]
+            x = tl.load(x_ptr + rows64[:, None] * K + cols[None, :], mask=m2, other=0.0)
+            if QUANT:
+                xf = x.to(tl.float32)
+                if HAS_COL:
+                    xf = xf * tl.load(col_ptr + cols, mask=cmask, other=0.0)[None, :]
+                amax = tl.maximum(amax, tl.max(tl.abs(xf), axis=1))
+            if DROP:
+                keep = _tl_lora_keep(seed, rows, k0, K // 8, thresh, BM, BK)
+                xd = tl.where(keep, x.to(tl.float32) * inv_keep, 0.0).to(x.dtype)
+            else:
+                xd = x
+            a = tl.load(a_ptr + jr[None, :] * K + cols[:, None], mask=(jr[None, :] < R_REAL) & cmask[:, None], other=0.0)
+            acc += tl.dot(xd, a)
+        tl.store(xa_ptr + rows64[:, None] * R_REAL + jr[None, :], acc, mask=rmask[:, None] & (jr[None, :] < R_REAL))
+        if QUANT:
+            scale = tl.maximum(amax, 1e-12) / 448.0
+            tl.store(s_ptr + rows, scale, mask=rmask)
+            for k0 in range(0, K, BK):
+                cols = k0 + tl.arange(0, BK)
+                cmask = cols < K
+                m2 = rmask[:, None] & cmask[None, :]
+                xf = tl.load(x_ptr + rows64[:, None] * K + cols[None, :], mask=m2, other=0.0).to(tl.float32)
+                if HAS_COL:
+                    xf = xf * tl.load(col_ptr + cols, mask=cmask, other=0.0)[None, :]
+                tl.store(q_ptr + rows64[:, None] * K + cols[None, :], (xf / scale[:, None]).to(q_ptr.dtype.element_ty),
+                         mask=m2)
+
+    @triton.jit
+    def _tl_lora_bwd(x_ptr, gxa_ptr, a_ptr, gx_ptr, ga_ptr, M, K, R_REAL, seed, thresh, inv_keep, scaling, ROWS_PER_SPLIT,
+             R: tl.constexpr, DROP: tl.constexpr, DO_GX: tl.constexpr, DO_GA: tl.constexpr,
+             BM: tl.constexpr, BK: tl.constexpr):
+        # over the rows of one split, for one block of columns:
+        #   ga[split] = s * dH^T drop(x)              ([r, BK] partial sums, fp32)
+        #   gx       += s * (dH A) * mask / (1 - p)   (in place)
+        pid_k = tl.program_id(0)
+        pid_s = tl.program_id(1)
+        k0 = pid_k * BK
+        cols = k0 + tl.arange(0, BK)
+        cmask = cols < K
+        jr = tl.arange(0, R)
+        jm = jr < R_REAL
+        acc = tl.zeros((R, BK), dtype=tl.float32)
+        if DO_GX:
+            a = tl.load(a_ptr + jr[:, None] * K + cols[None, :], mask=jm[:, None] & cmask[None, :], other=0.0)
+        start = pid_s * ROWS_PER_SPLIT
+        for m0 in range(start, start + ROWS_PER_SPLIT, BM):
+            rows = m0 + tl.arange(0, BM)
+            rmask = rows < M
+            rows64 = rows.to(tl.int64)
+            m2 = rmask[:, None] & cmask[None, :]
+            g = tl.load(gxa_ptr + rows64[:, None] * R_REAL + jr[None, :], mask=rmask[:, None] & jm[None, :], other=0.0)
+            g = g.to(x_ptr.dtype.element_ty)
+            if DROP:
+                keep = _tl_lora_keep(seed, rows, k0, K // 8, thresh, BM, BK)
+            if DO_GA:
+                x = tl.load(x_ptr + rows64[:, None] * K + cols[None, :], mask=m2, other=0.0)
+                if DROP:
+                    x = tl.where(keep, x.to(tl.float32) * inv_keep, 0.0).to(x_ptr.dtype.element_ty)
+                acc += tl.dot(tl.trans(g), x)
+            if DO_GX:
+                upd = tl.dot(g, a)
+                if DROP:
+                    upd = tl.where(keep, upd * inv_keep, 0.0)
+                ptr = gx_ptr + rows64[:, None] * K + cols[None, :]
+                old = tl.load(ptr, mask=m2, other=0.0).to(tl.float32)
+                tl.store(ptr, (old + scaling * upd).to(gx_ptr.dtype.element_ty), mask=m2)
+        if DO_GA:
+            tl.store(ga_ptr + pid_s * R_REAL * K + jr[:, None] * K + cols[None, :], acc * scaling,
+                     mask=jm[:, None] & cmask[None, :])
+
+    @triton.jit
+    def _tl_lora_mask(m_ptr, M, K, seed, thresh, BM: tl.constexpr, BK: tl.constexpr):
+        # the keep mask itself (tests and the reference path only)
+        rows = tl.program_id(0) * BM + tl.arange(0, BM)
+        k0 = tl.program_id(1) * BK
+        cols = k0 + tl.arange(0, BK)
+        keep = _tl_lora_keep(seed, rows, k0, K // 8, thresh, BM, BK)
+        m2 = (rows < M)[:, None] & (cols < K)[None, :]
+        tl.store(m_ptr + rows.to(tl.int64)[:, None] * K + cols[None, :], keep.to(tl.int8), mask=m2)
+
+
+def _lora_kernels():
+    return {"fwd": _tl_lora_fwd, "bwd": _tl_lora_bwd, "mask": _tl_lora_mask}
+
+
+# launch parameters (H200-tuned in bench/bench_sft_gpu.py --kernels; any multiple of 8 for BK works)
+LORA_FWD_CFG = {"BM": 32, "BK": 128, "num_warps": 4}
+LORA_BWD_CFG = {"BM": 64, "BK": 128, "num_warps": 4}
+
+
+def _cfg_from_env(name: str, cfg: dict) -> None:
+    import os
+
+    raw = os.environ.get(name, "")
+    if raw:
+        try:
+            bm, bk, w = (int(v) for v in raw.split(","))
+            cfg.update(BM=bm, BK=bk, num_warps=w)
+        except ValueError:
+            log.warning("speedups: ignoring %s=%r (want BM,BK,num_warps)", name, raw)
+
+
+_cfg_from_env("TUTORSTACK_LORA_FWD_CFG", LORA_FWD_CFG)
+_cfg_from_env("TUTORSTACK_LORA_BWD_CFG", LORA_BWD_CFG)
+
+
+def lora_kernel_fits(x2: torch.Tensor, rank: int) -> bool:
+    m, k = x2.shape
+    return (x2.dtype in (torch.bfloat16, torch.float16) and k % 8 == 0 and rank <= _LORA_R
+            and m * (k // 8) < 2**31 - 2**20 and x2.is_contiguous())
+
+
+def lora_fwd(x2: torch.Tensor, a: torch.Tensor, p: float = 0.0, seed: int = 0, quant: bool = False,
+             col_scale: torch.Tensor | None = None, cfg: dict | None = None):
+    """drop(x2) @ a^T -> fp32 [M, r] (mask from ``seed``); with ``quant`` also (fp8 [M, K], scales [M, 1])
+    of x2 * col_scale, from the same pass over x2. ``a``: [r, K] in x2's dtype."""
+    cfg = cfg or LORA_FWD_CFG
+    m, k = x2.shape
+    r = a.shape[0]
+    xa = torch.empty((m, r), device=x2.device, dtype=torch.float32)
+    q = torch.empty((m, k), device=x2.device, dtype=torch.float8_e4m3fn) if quant else xa
+    s = torch.empty((m, 1), device=x2.device, dtype=torch.float32) if quant else xa
+    thresh, inv_keep = _dropout_threshold(p)
+    drop = p > 0.0 and thresh > 0
+    if m:
+        _lora_kernels()["fwd"][(triton_cdiv(m, cfg["BM"]),)](
+            x2, a, xa, q, s, col_scale if col_scale is not None else xa, m, k, r, int(seed), thresh, inv_keep,
+            R=_LORA_R, QUANT=quant, HAS_COL=col_scale is not None, DROP=drop,
+            BM=cfg["BM"], BK=cfg["BK"], num_warps=cfg["num_warps"],
+        )
+    return (xa, q, s) if quant else xa
+
+
+def lora_bwd(x2: torch.Tensor, gxa: torch.Tensor, a: torch.Tensor, gx: torch.Tensor | None, scaling: float,
+             p: float = 0.0, seed: int = 0, need_ga: bool = True, cfg: dict | None = None):
+    """gx += scaling * (gxa @ a) * mask / (1-p) in place (if gx is given); returns
+    ga = scaling * gxa^T @ drop(x2) as fp32 [r, K] (or None). Same mask as :func:`lora_fwd` with ``seed``."""
+    cfg = cfg or LORA_BWD_CFG
+    m, k = x2.shape
+    r = a.shape[0]
+    bm, bk = cfg["BM"], cfg["BK"]
+    col_blocks = triton_cdiv(k, bk)
+    row_blocks = triton_cdiv(max(m, 1), bm)
+    n_sm = torch.cuda.get_device_properties(x2.device).multi_processor_count if x2.is_cuda else 4
+    splits = max(1, min(row_blocks, (4 * n_sm) // col_blocks))
+    rows_per_split = triton_cdiv(row_blocks, splits) * bm
+    splits = triton_cdiv(max(m, 1), rows_per_split)
+    thresh, inv_keep = _dropout_threshold(p)
+    drop = p > 0.0 and thresh > 0
+    ga = torch.empty((splits, r, k), device=x2.device, dtype=torch.float32) if need_ga else None
+    if m:
+        _lora_kernels()["bwd"][(col_blocks, splits)](
+            x2, gxa, a, gx if gx is not None else x2, ga if ga is not None else gxa, m, k, r, int(seed), thresh,
+            inv_keep, float(scaling), rows_per_split,
+            R=_LORA_R, DROP=drop, DO_GX=gx is not None, DO_GA=need_ga, BM=bm, BK=bk, num_warps=cfg["num_warps"],
+        )
+    elif ga is not None:
+        ga.zero_()
+    return ga.sum(0) if ga is not None else None
+
+
+def lora_dropout_mask(m: int, k: int, p: float, seed: int, device) -> torch.Tensor:
+    """The keep mask (bool [m, k]) the kernels use for ``seed`` (tests, reference computations)."""
+    thresh, _ = _dropout_threshold(p)
+    out = torch.empty((m, k), device=device, dtype=torch.int8)
+    _lora_kernels()["mask"][(triton_cdiv(m, 32), triton_cdiv(k, 128))](out, m, k, int(seed), thresh, BM=32, BK=128)
+    return out.bool()
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-int(a) // int(b))
+
+
+_QUANT_SHARING = [False]  # set by apply_speedups(lora_kernels=True): FP8 quantisation shared by siblings
+_QUANT_CACHE: list = [None, None]  # [(weakref to x, x._version, shape), (q, s)]: siblings that read the same x
+
+
+def _version(x: torch.Tensor):
+    try:
+        return x._version
+    except RuntimeError:  # inference-mode tensors have no version counter: never cached
+        return None
+
+
+def _cached_quant(x: torch.Tensor):
+    key = _QUANT_CACHE[0]
+    if key is not None and key[0]() is x and key[1] is not None and key[1] == _version(x) and key[2] == x.shape:
+        return _QUANT_CACHE[1]
+    return None
+
+
+def _store_quant(x: torch.Tensor, qs) -> None:
+    try:
+        _QUANT_CACHE[0], _QUANT_CACHE[1] = (weakref.ref(x), _version(x), x.shape), qs
+    except TypeError:  # pragma: no cover
+        _QUANT_CACHE[0] = _QUANT_CACHE[1] = None
+
+
+def clear_quant_cache() -> None:
+    _QUANT_CACHE[0] = _QUANT_CACHE[1] = None
+
+
+def _draw_seed() -> int:
+    # torch's CPU generator: per module and call; checkpointing restores it for the recompute
+    return int(torch.randint(0, 2**31 - 1, (1,)).item())
+
+
+class _TritonLoraLinear(torch.autograd.Function):
+    """y = base(x) + s * (drop(x) A^T) B^T with the LoRA side path and dropout in Triton kernels.
+
+    ``wq``/``w_scale`` given: FP8 base (x quantised in the same pass as x A^T, shared by siblings);
+    else ``weight`` (bf16 base, cuBLAS). Saved for backward: x itself (siblings save the same tensor),
+    x A^T ([T, r]) and the seed - no dropped copy of x, no mask.
+    """
+
+    @staticmethod
+    def forward(ctx, x, wq, w_scale, weight, bias, lora_a, lora_b, scaling: float, p: float):
+        in_shape = x.shape
+        x2 = x.reshape(-1, in_shape[-1])
+        dt = x2.dtype
+        a = lora_a.to(dt).contiguous()
+        b = lora_b.to(dt)
+        seed = _draw_seed() if p > 0.0 else 0
+        if wq is not None:
+            cached = _cached_quant(x)
+            if cached is None:
+                xa, q, s = lora_fwd(x2, a, p, seed, quant=True)
+                _store_quant(x, (q, s))
+            else:
+                q, s = cached
+                xa = lora_fwd(x2, a, p, seed)
+            qp, sp_, pad = _pad_rows(q, s)
+            out = torch._scaled_mm(qp, wq.t(), scale_a=sp_, scale_b=w_scale, out_dtype=dt)
+            if pad:
+                out = out[: out.shape[0] - pad]
+        else:
+            xa = lora_fwd(x2, a, p, seed)
+            out = torch.mm(x2, weight.t() if weight.dtype == dt else weight.to(dt).t())
+        if bias is not None:
+            out.add_(bias.to(dt))
+        xa = xa.to(dt)
+        out.addmm_(xa, b.t(), alpha=scaling)
+        ctx.save_for_backward(x2, wq, w_scale, weight, lora_a, lora_b, xa)
+        ctx.scaling, ctx.p, ctx.seed, ctx.in_shape = scaling, p, seed, in_shape
+        return out.view(*in_shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x2, wq, w_scale, weight, lora_a, lora_b, xa = ctx.saved_tensors
+        s, p, seed = ctx.scaling, ctx.p, ctx.seed
+        g = grad_out.reshape(-1, grad_out.shape[-1]).contiguous()
+        dt = g.dtype
+        a = lora_a.to(dt).contiguous()
+        bt = lora_b.to(dt).t().contiguous()  # [r, N]
+        need_x = ctx.needs_input_grad[0]
+        gx = ga = gb = None
+        if need_x and wq is not None:
+            gxa, gq, gs = lora_fwd(g, bt, quant=True, col_scale=w_scale.reshape(-1))
+            gq, gs, pad = _pad_rows(gq, gs)
+            wt = wq.t().contiguous()
+            ones = torch.ones((1, wq.shape[1]), device=g.device, dtype=torch.float32)
+            gx = torch._scaled_mm(gq, wt.t(), scale_a=gs, scale_b=ones, out_dtype=dt)
+            if pad:
+                gx = gx[: gx.shape[0] - pad]
+        else:
+            gxa = lora_fwd(g, bt)
+            if need_x:
+                gx = torch.mm(g, weight if weight.dtype == dt else weight.to(dt))
+        if ctx.needs_input_grad[6]:
+            gb = torch.mm(g.t(), xa).mul_(s).to(lora_b.dtype)
+        need_ga = ctx.needs_input_grad[5]
+        if need_ga or gx is not None:
+            ga = lora_bwd(x2, gxa, a, gx, s, p, seed, need_ga=need_ga)
+            if ga is not None:
+                ga = ga.to(lora_a.dtype)
+        if gx is not None:
+            gx = gx.view(ctx.in_shape)
+        return gx, None, None, None, None, ga, gb, None, None
 
 
 # ----------------------------------------------------------- selective checkpointing
@@ -901,6 +1293,7 @@ def apply_speedups(
     compile_layers: bool = False,
     fp8: bool = True,
     cudnn_attention: bool = True,
+    lora_kernels: bool = True,
     unchecked_layers: int | None = None,
     activation_budget_gib: float | None = None,
     tokens_per_micro_batch: int | None = None,
@@ -911,6 +1304,8 @@ def apply_speedups(
     ``enable``: the config switch; ``False`` returns the model unchanged.
     ``fp8``: frozen base weights of the LoRA layers stored and multiplied in FP8 (Hopper/Ada only;
     falls back to bf16 with a log line elsewhere). ``cudnn_attention``: cuDNN first in SDPA's order.
+    ``lora_kernels``: the LoRA side path with in-kernel dropout, the FP8 quantisation shared by sibling
+    projections and fused with x A^T (Triton; without Triton the torch path of ``fused_lora`` stays).
     ``unchecked_layers``: decoder layers that skip the checkpoint recompute (``None`` leaves
     checkpointing as it is; ``-1`` = as many as fit in ``activation_budget_gib`` at
     ``tokens_per_micro_batch``, by :func:`activation_bytes_per_token`).
@@ -930,9 +1325,15 @@ def apply_speedups(
         else:
             log.info("speedups: liger-kernel not installed; no fused RMSNorm/SwiGLU/RoPE/cross-entropy")
     if fused_lora:
-        n = fuse_lora_linears(model)
+        use_kernels = bool(lora_kernels) and lora_kernels_available()
+        if lora_kernels and not use_kernels:
+            log.info("speedups: Triton not installed; the LoRA side path and its dropout stay torch ops")
+        n = fuse_lora_linears(model, kernels=use_kernels)
+        _QUANT_SHARING[0] = use_kernels
         if n:
             applied["fused_lora"] = n
+            if use_kernels:
+                applied["lora_kernels"] = "triton"
     if fp8:
         if fp8_available():
             n = convert_frozen_linears_fp8(model)

@@ -348,3 +348,132 @@ def test_fp8_fused_lora_matches_bf16_within_fp8_noise():
         with torch.no_grad():
             base_ref = ref(input_ids=ids).logits
     assert _rel(base_fp8, base_ref) < 0.08
+
+
+# ------------------------------------- Triton LoRA side path (CUDA, or Triton's CPU interpreter)
+# On CPU these run only under Triton's interpreter, in fp16 (the interpreter's bf16 tl.dot is wrong):
+#   TRITON_INTERPRET=1 PYTHONPATH=.:<dir with triton> python -m pytest tests/training/test_speedups.py -k lora_kernel
+
+lora_kernels_only = pytest.mark.skipif(
+    not (speedups.lora_kernels_available() and getattr(speedups, "triton", None) is not None),
+    reason="needs Triton on CUDA, or TRITON_INTERPRET=1 with Triton installed",
+)
+
+
+def _kdev():
+    return ("cuda", torch.bfloat16) if torch.cuda.is_available() else ("cpu", torch.float16)
+
+
+@lora_kernels_only
+def test_lora_kernel_dropout_mask_rate_independence_and_tiling():
+    dev, _ = _kdev()
+    m, k, p = 64, 512, 0.1
+    m1 = speedups.lora_dropout_mask(m, k, p, 11, dev)
+    m1b = speedups.lora_dropout_mask(m, k, p, 11, dev)
+    m2 = speedups.lora_dropout_mask(m, k, p, 12, dev)
+    assert torch.equal(m1, m1b)  # a function of the seed
+    n = m * k
+    drop = 1 - float(m1.float().mean())
+    t, inv = speedups._dropout_threshold(p)
+    assert abs(t / 65536 - p) < 1e-4 and abs(inv - 1 / (1 - t / 65536)) < 1e-12
+    assert abs(drop - p) < 4 * (p * (1 - p) / n) ** 0.5  # Bernoulli(p) within 4 sigma
+    both = float((~m1 & ~m2).float().mean())  # independent seeds: P(dropped in both) = p^2
+    assert abs(both - p * p) < 4 * (p * p / n) ** 0.5 + 1e-3
+    # no structure along rows or columns: every column and row drops at about the same rate
+    assert float((1 - m1.float().mean(0)).std()) < 0.05 and float((1 - m1.float().mean(1)).std()) < 0.05
+    x = torch.randn(m, k, device=dev, dtype=_kdev()[1])
+    a = (torch.randn(8, k, device=dev) * 0.1).to(x.dtype)
+    outs = [speedups.lora_fwd(x, a, p, 11, cfg={"BM": bm, "BK": bk, "num_warps": 4}) for bm, bk in ((16, 64), (32, 128))]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-3, atol=1e-3)  # the mask does not depend on the tiling
+
+
+@lora_kernels_only
+@pytest.mark.parametrize("p", [0.0, 0.1])
+def test_lora_kernel_forward_and_backward_match_torch(p):
+    dev, dt = _kdev()
+    torch.manual_seed(0)
+    m, k, r, s = 75, 384, 8, 4.0  # rows not a multiple of the block
+    x = torch.randn(m, k, device=dev, dtype=dt)
+    a = (torch.randn(r, k, device=dev) * 0.1).to(dt)
+    keep = speedups.lora_dropout_mask(m, k, p, 99, dev).float()
+    _t, inv = speedups._dropout_threshold(p)
+    xd = x.float() * keep * inv
+    xa = speedups.lora_fwd(x, a, p, 99)
+    torch.testing.assert_close(xa, xd.to(dt).float() @ a.float().t(), rtol=2e-3, atol=2e-3)
+    gxa = torch.randn(m, r, device=dev)
+    gx = torch.randn(m, k, device=dev, dtype=dt)
+    gx0 = gx.float().clone()
+    ga = speedups.lora_bwd(x, gxa, a, gx, s, p, 99)
+    g16 = gxa.to(dt).float()
+    torch.testing.assert_close(ga, s * g16.t() @ xd.to(dt).float(), rtol=2e-3, atol=2e-2)
+    torch.testing.assert_close(gx.float(), gx0 + s * (g16 @ a.float()) * keep * inv, rtol=1e-2, atol=2e-2)
+    ga_only = speedups.lora_bwd(x, gxa, a, None, s, p, 99)
+    torch.testing.assert_close(ga_only, ga)
+
+
+@lora_kernels_only
+def test_lora_kernel_linear_matches_reference_with_its_mask():
+    """_TritonLoraLinear: output and the gradients of x, A, B against a float reference built from the same mask."""
+    dev, dt = _kdev()
+    torch.manual_seed(0)
+    t, k, n, r, s, p = 48, 256, 96, 8, 2.0, 0.1
+    x = torch.randn(2, t // 2, k, device=dev, dtype=dt, requires_grad=True)
+    w = (torch.randn(n, k, device=dev) * 0.05).to(dt)
+    a = torch.randn(r, k, device=dev, requires_grad=True)
+    b = torch.randn(n, r, device=dev, requires_grad=True)
+    torch.manual_seed(5)
+    seed = speedups._draw_seed()
+    torch.manual_seed(5)  # the function draws the same seed
+    y = speedups._TritonLoraLinear.apply(x, None, None, w, None, a, b, s, p)
+    gy = torch.randn_like(y)
+    y.backward(gy)
+    keep = speedups.lora_dropout_mask(t, k, p, seed, dev).float()
+    _t, inv = speedups._dropout_threshold(p)
+    xr = x.detach().float().reshape(t, k).requires_grad_(True)
+    ar = a.detach().clone().requires_grad_(True)
+    br = b.detach().clone().requires_grad_(True)
+    yr = xr @ w.float().t() + s * ((xr * keep * inv) @ ar.t()) @ br.t()
+    yr.backward(gy.float().reshape(t, n))
+    assert _rel(y.reshape(t, n), yr) < 2e-2
+    assert _rel(x.grad.reshape(t, k), xr.grad) < 2e-2
+    assert _rel(a.grad, ar.grad) < 2e-2 and a.grad.dtype == torch.float32
+    assert _rel(b.grad, br.grad) < 2e-2 and b.grad.dtype == torch.float32
+
+
+@lora_kernels_only
+def test_lora_kernel_model_matches_torch_fused_path():
+    """Tiny Llama, no dropout: the Triton side path gives the torch fused path's loss and gradients."""
+    dev, dt = _kdev()
+    ref = lora(tiny_llama()).to(dev).to(dt)
+    model = copy.deepcopy(ref)
+    speedups.fuse_lora_linears(ref, kernels=False)
+    assert speedups.fuse_lora_linears(model, kernels=True) == 2 * len(TARGETS)
+    ids = torch.randint(0, 101, (2, 24), device=dev)
+    model.train(), ref.train()
+    l_k, g_k = _loss_and_grads(model, ids)
+    l_r, g_r = _loss_and_grads(ref, ids)
+    assert abs(float(l_k) - float(l_r)) < 1e-2
+    for key in g_r:
+        assert _rel(g_k[key], g_r[key]) < 3e-2, key
+
+
+@fp8_only
+def test_lora_kernel_fp8_path_matches_torch_fp8_path():
+    model = lora(tiny_llama()).cuda().to(torch.bfloat16)
+    ref = copy.deepcopy(model)
+    speedups.fuse_lora_linears(ref, kernels=False)
+    speedups.fuse_lora_linears(model, kernels=True)
+    speedups.convert_frozen_linears_fp8(model)
+    speedups.convert_frozen_linears_fp8(ref)
+    ids = torch.randint(0, 101, (2, 40), device="cuda")
+    model.train(), ref.train()
+    speedups._QUANT_SHARING[0] = True
+    try:
+        l_k, g_k = _loss_and_grads(model, ids)
+    finally:
+        speedups._QUANT_SHARING[0] = False
+        speedups.clear_quant_cache()
+    l_r, g_r = _loss_and_grads(ref, ids)
+    assert abs(float(l_k) - float(l_r)) < 5e-3 * abs(float(l_r))
+    for key in g_r:
+        assert _rel(g_k[key], g_r[key]) < 5e-2, key
