@@ -76,6 +76,17 @@ class UpstreamMetrics:
         self.latency = metrics.histogram(
             "tutorstack_upstream_latency_seconds", "Time to the upstream's full answer (non-stream) or first chunk (stream)",
             ["upstream", "stream"])
+        self._children: dict[tuple, object] = {}
+
+    def child(self, metric, *labels: str):
+        """metric.labels(*labels), looked up once per label set (labels() costs more than the increment)."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = metric.labels(*labels)
+            if len(self._children) < 1024:
+                self._children[key] = found
+        return found
 
 
 class UpstreamRouter:
@@ -119,7 +130,7 @@ class UpstreamRouter:
                     body = self.cloud_body_filter(body)
                 outcome = await self._attempt(upstream, {**body, "model": model, "stream": stream}, stream)
             if isinstance(outcome, Served):
-                self.metrics.served.labels(tier.value, str(outcome.status)).inc()
+                self.metrics.child(self.metrics.served, tier.value, str(outcome.status)).inc()
                 return outcome
             failure, detail = outcome
             failures.append((tier, failure, detail))
@@ -209,8 +220,8 @@ class UpstreamRouter:
         return Served(upstream.tier, body["model"], 200, body=completion)
 
     def _record_ok(self, upstream: Upstream, stream_label: str, started: float) -> None:
-        self.metrics.latency.labels(upstream.tier.value, stream_label).observe(time.perf_counter() - started)
-        self.metrics.attempts.labels(upstream.tier.value, "ok", stream_label).inc()
+        self.metrics.child(self.metrics.latency, upstream.tier.value, stream_label).observe(time.perf_counter() - started)
+        self.metrics.child(self.metrics.attempts, upstream.tier.value, "ok", stream_label).inc()
 
     def _failed(self, upstream, failure, detail, stream_label, exc) -> tuple[Failure, str]:
         self.metrics.attempts.labels(upstream.tier.value, failure.value, stream_label).inc()

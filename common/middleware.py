@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,6 +16,16 @@ from common.metrics import ServiceMetrics
 REQUEST_ID_HEADER = "x-request-id"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 access_log = logging.getLogger("access")
+_REQUEST_ID_HEADER = REQUEST_ID_HEADER.encode()
+_QUIET_ROUTES = ("/healthz", "/metrics", "/readyz")
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID as 32 hex digits, like uuid.uuid4().hex at a fifth of its cost."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
 
 
 def _route_template(app, scope: Scope) -> str:
@@ -38,14 +48,19 @@ class RequestContextMiddleware:
         self.app = app
         self.metrics = metrics
         self.router_app = router_app
+        # (method, route, status) -> the request counter's and the latency histogram's children: a labels()
+        # lookup costs more than the increment itself. Bounded like the metrics' own label sets.
+        self._children: dict[tuple[str, str, str], tuple] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        incoming = headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
-        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        incoming = ""
+        for name, value in scope.get("headers") or ():
+            if name == _REQUEST_ID_HEADER:
+                incoming = value.decode("latin-1")
+        request_id = incoming if incoming and _SAFE_REQUEST_ID.match(incoming) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         started = time.perf_counter()
@@ -54,9 +69,9 @@ class RequestContextMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [(k, v) for k, v in message["headers"] if k.lower() != b"x-request-id"]
-                message["headers"].append((b"x-request-id", request_id.encode()))
+                headers = [(k, v) for k, v in message.get("headers") or () if k.lower() != _REQUEST_ID_HEADER]
+                headers.append((_REQUEST_ID_HEADER, request_id.encode()))
+                message["headers"] = headers
             await send(message)
 
         try:
@@ -65,10 +80,15 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = _route_template(self.router_app, scope)
             status = str(status_holder["status"])
-            labels = (self.metrics.service, scope["method"], route, status)
-            self.metrics.requests.labels(*labels).inc()
-            self.metrics.latency.labels(*labels).observe(elapsed)
-            if route not in ("/healthz", "/metrics", "/readyz"):
+            children = self._children.get((scope["method"], route, status))
+            if children is None:
+                labels = (self.metrics.service, scope["method"], route, status)
+                children = (self.metrics.requests.labels(*labels), self.metrics.latency.labels(*labels))
+                if len(self._children) < 4096:
+                    self._children[(scope["method"], route, status)] = children
+            children[0].inc()
+            children[1].observe(elapsed)
+            if route not in _QUIET_ROUTES:
                 access_log.info(
                     "request",
                     extra={"method": scope["method"], "path": scope["path"], "status": int(status),
