@@ -11,7 +11,11 @@ The decisions are ai_service/balancer.py's (pure); this module does the I/O arou
   there through the replica's llm_server control API (POST /v1/adapters/load), which resolves a family
   to its newest version on the adapters volume and keeps weights confined to that volume; the
   attempt runs with that replica's own breaker, timeouts and connection pool; a failure before the
-  first byte moves on to the next replica, and a stream, once started, stays on its replica.
+  first byte moves on to the next replica, and a stream, once started, stays on its replica;
+- the replica's in-flight count is held by a `Lease` from the pick to the end of the exchange and
+  released exactly once however it ends: an answer, a failure, an exception, a cancellation, a stream
+  read to its end or closed, or a stream never read or dropped half-way because the client went away
+  (then when the request's task ends).
 
 Used only when LLM_BASE_URL_LOCAL names several replicas, a dns+ discovery URL, or LLM_REPLICA_CONTROL_URLS is set
 (on-demand loading): a single local upstream keeps the plain single-tier path.
@@ -286,6 +290,10 @@ class ReplicaPool:
                 "replicas": [r.snapshot() for r in self.replicas.values()]}
 
     # --- one request --------------------------------------------------------------------
+    def lease(self, replica: Replica) -> "Lease":
+        """The replica counted in flight for the current request until the lease is released."""
+        return Lease(self, replica)
+
     async def serve(self, requested_model: str, attempt: Attempt) -> Any:
         """Served from the best replica that can, or (Failure, detail) of the last one tried."""
         await self.ensure_started()
@@ -298,27 +306,24 @@ class ReplicaPool:
         failure, detail = Failure.CONNECT, "no replica tried"
         for choice in choices:
             replica = choice.replica
-            # Counted from the pick on, adapter load included, so a burst sees it at once and spreads.
-            replica.in_flight += 1
-            self.metrics.in_flight.labels(replica.name).set(replica.in_flight)
-            name = model
+            # Counted from the pick on, adapter load included, so a burst sees it at once and spreads;
+            # released in `finally` on every way out, except a stream, which takes the lease with it.
+            lease: Lease | None = self.lease(replica)
             try:
+                name = model
                 if not choice.has_adapter:
                     name = await self.load_adapter(replica, model) or model
                 outcome = await attempt(self.upstreams[replica.url], name)
-            except BaseException:
-                self._release(replica)
-                raise
-            if not isinstance(outcome, tuple):  # Served (an answer, or the client's own 4xx)
-                replica.served += 1
-                self.metrics.picks.labels(replica.name, "ok").inc()
-                outcome.replica = replica.name
-                if outcome.chunks is not None:
-                    outcome.chunks = self._release_after(outcome.chunks, replica)  # the stream stays here
-                else:
-                    self._release(replica)
-                return outcome
-            self._release(replica)
+                if not isinstance(outcome, tuple):  # Served (an answer, or the client's own 4xx)
+                    replica.served += 1
+                    self.metrics.picks.labels(replica.name, "ok").inc()
+                    outcome.replica = replica.name
+                    if outcome.chunks is not None:  # the stream stays here, and holds the replica until it ends
+                        outcome.chunks, lease = LeasedStream(outcome.chunks, lease), None
+                    return outcome
+            finally:
+                if lease is not None:
+                    lease.release()
             failure, detail = outcome
             replica.failed += 1
             replica.last_error = f"{failure.value}: {detail}"[:300]
@@ -330,19 +335,13 @@ class ReplicaPool:
                                                                   "detail": detail[:200]})
         return failure, "; ".join(tried) if len(tried) > 1 else detail
 
+    def _acquire(self, replica: Replica) -> None:
+        replica.in_flight += 1
+        self.metrics.in_flight.labels(replica.name).set(replica.in_flight)
+
     def _release(self, replica: Replica) -> None:
         replica.in_flight = max(0, replica.in_flight - 1)
         self.metrics.in_flight.labels(replica.name).set(replica.in_flight)
-
-    async def _release_after(self, chunks: AsyncIterator[bytes], replica: Replica) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in chunks:
-                yield chunk
-        finally:
-            self._release(replica)
-            close = getattr(chunks, "aclose", None)
-            if close is not None:
-                await close()
 
     async def load_adapter(self, replica: Replica, model: str) -> str | None:
         """Loads `model` (an adapter, or a family for its newest version) into the replica through its
@@ -378,6 +377,71 @@ class ReplicaPool:
             self.metrics.adapters.labels(replica.name).set(len(replica.adapters))
             log.info("adapter loaded on demand", extra={"replica": replica.url, "adapter": name})
             return name
+
+
+class Lease:
+    """One request's hold on one replica's in-flight count: taken at the pick, released exactly once.
+
+    The request's task is watched too: a lease still held when that task ends (a stream never read
+    because the client went away before the first chunk, a stream dropped half-way, an exception between
+    the answer and the response) is released then, so no path leaves the count up. A stream must be
+    relayed by the task that picked the replica (the request's own task, as in ai_service)."""
+
+    __slots__ = ("_pool", "replica", "released", "_task")
+
+    def __init__(self, pool: ReplicaPool, replica: Replica):
+        self._pool = pool
+        self.replica = replica
+        self.released = False
+        pool._acquire(replica)
+        try:
+            self._task: asyncio.Task | None = asyncio.current_task()
+        except RuntimeError:  # no running loop: released explicitly only
+            self._task = None
+        if self._task is not None:
+            self._task.add_done_callback(self._task_done)
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        if self._task is not None:
+            self._task.remove_done_callback(self._task_done)
+            self._task = None
+        self._pool._release(self.replica)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        if not self.released:
+            log.info("replica released when its request ended", extra={"replica": self.replica.url,
+                                                                        "cancelled": task.cancelled()})
+        self.release()
+
+
+class LeasedStream:
+    """A streamed answer holding its replica's lease: released when the stream ends, fails, is cancelled
+    or closed (closing releases even before the first chunk), or, dropped unread, when its request ends."""
+
+    __slots__ = ("_chunks", "lease")
+
+    def __init__(self, chunks: AsyncIterator[bytes], lease: Lease):
+        self._chunks = chunks
+        self.lease = lease
+
+    def __aiter__(self) -> "LeasedStream":
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._chunks.__anext__()
+        except BaseException:  # the end (StopAsyncIteration), an upstream error, a cancellation
+            self.lease.release()
+            raise
+
+    async def aclose(self) -> None:
+        self.lease.release()
+        close = getattr(self._chunks, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _describe(result: object) -> str:
