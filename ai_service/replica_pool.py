@@ -41,6 +41,7 @@ from common.auth import SERVICE_TOKEN_HEADER
 from common.http import request_id_headers
 from common.logging import get_logger
 from common.metrics import ServiceMetrics
+from common.probe import ProbeResult, describe_error, probe, stop_task
 
 log = get_logger("ai_service.replicas")
 
@@ -147,12 +148,7 @@ class ReplicaPool:
             await self.refresh()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await stop_task(self._task)
         await self._http.aclose()
         for upstream in [*self.upstreams.values(), *(u for _, u in self._retired)]:
             close = getattr(upstream.client, "aclose", None) or getattr(upstream.client, "close", None)
@@ -213,19 +209,20 @@ class ReplicaPool:
     async def _probe(self, replica: Replica) -> None:
         root = replica.url.removesuffix("/v1")
         health, metrics, models = await asyncio.gather(
-            self._http.get(f"{root}/health"), self._http.get(f"{root}/metrics"),
+            probe(self._http, f"{root}/health", PROBE_TIMEOUT_SEC, connect_timeout=1.0),
+            self._http.get(f"{root}/metrics"),
             self._http.get(f"{replica.url}/models", headers=self._headers), return_exceptions=True)
-        ok = isinstance(health, httpx.Response) and health.status_code == 200
+        ok = isinstance(health, ProbeResult) and health.ok
         if ok and not replica.up:
             log.info("replica recovered: back in rotation", extra={"replica": replica.url})
             if replica.breaker.state != "closed":
                 replica.breaker.record_success()
         elif not ok and replica.up:
             log.warning("replica down: out of rotation", extra={"replica": replica.url,
-                                                                 "error": _describe(health)})
+                                                                 "error": _probe_error(health)})
         replica.up = ok
         if not ok:
-            replica.last_error = _describe(health)
+            replica.last_error = _probe_error(health)
             return
         if isinstance(metrics, httpx.Response) and metrics.status_code == 200:
             replica.load = parse_vllm_metrics(metrics.text)
@@ -274,7 +271,7 @@ class ReplicaPool:
                     answered += 1
             if not answered:
                 raise RuntimeError(f"no local replica answered /v1/models ({len(replicas)} known): "
-                                   + "; ".join(_describe(r) for r in results)[:300])
+                                   + "; ".join(describe_error(r) for r in results)[:300])
         seen: dict[str, dict] = {}
         for replica in replicas:
             if replica.up or fresh:
@@ -444,7 +441,7 @@ class LeasedStream:
             await close()
 
 
-def _describe(result: object) -> str:
-    if isinstance(result, httpx.Response):
-        return f"HTTP {result.status_code}"
-    return type(result).__name__
+def _probe_error(result: object) -> str:
+    if isinstance(result, ProbeResult):
+        return result.error or ""
+    return describe_error(result)  # probe() never raises; gather's return_exceptions covers a bug

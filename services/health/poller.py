@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 import httpx
 
 from common.logging import get_logger
+from common.probe import probe as probe_url
+from common.probe import stop_task
 from services.health.targets import Target
 
 log = get_logger("health.poller")
@@ -65,32 +67,15 @@ def _failing_checks(body: object) -> list[str]:
 
 
 async def check_target(client: httpx.AsyncClient, target: Target, timeout: float) -> Check:
-    started = time.perf_counter()
-    at = time.time()
-    try:
-        response = await client.get(target.url, timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)))
-    except httpx.TimeoutException:
-        return Check(target.name, DOWN, at, round((time.perf_counter() - started) * 1000, 1),
-                     error=f"timeout after {timeout:g}s")
-    except httpx.HTTPError as exc:
-        return Check(target.name, DOWN, at, round((time.perf_counter() - started) * 1000, 1),
-                     error=_connection_error(exc))
-    latency_ms = round((time.perf_counter() - started) * 1000, 1)
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
+    result = await probe_url(client, target.url, timeout)  # common/probe.py: never raises
+    if not result.answered:
+        return Check(target.name, DOWN, result.at, result.latency_ms, error=result.error)
+    body = result.json()
     failing = _failing_checks(body)
-    if response.status_code != 200:
-        return Check(target.name, DOWN, at, latency_ms, response.status_code, f"HTTP {response.status_code}", failing)
+    if not result.ok:
+        return Check(target.name, DOWN, result.at, result.latency_ms, result.status, result.error, failing)
     degraded = isinstance(body, dict) and bool(body.get("degraded"))
-    return Check(target.name, DEGRADED if degraded else UP, at, latency_ms, 200, None, failing)
-
-
-def _connection_error(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.ConnectError):
-        return "connection refused or host unreachable"
-    return f"{type(exc).__name__}"[:100]
+    return Check(target.name, DEGRADED if degraded else UP, result.at, result.latency_ms, 200, None, failing)
 
 
 def overall_status(states: list[ServiceState]) -> str:
@@ -168,13 +153,8 @@ class Poller:
             self._task = asyncio.create_task(self.run_forever(), name="health-poller")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         await self.client.aclose()
 
 
