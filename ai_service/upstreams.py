@@ -174,6 +174,7 @@ class UpstreamRouter:
                 if failure is not None:
                     raw_body = await clock.within(response.read())
                     response.release()
+                    clock.close()
                     if failure is Failure.CLIENT_ERROR:
                         # The upstream is healthy and the request is wrong: returned, never retried.
                         attempt.success()
@@ -187,6 +188,7 @@ class UpstreamRouter:
                     # An upstream that ignores stream=true (some cloud proxies) answers one JSON body.
                     raw_body = await clock.within(response.read())
                     response.release()
+                    clock.close()
                     completion = _json_or_error(response.status, raw_body)
                     attempt.success()
                     self._record_ok(upstream, stream_label, started)
@@ -196,6 +198,7 @@ class UpstreamRouter:
                 raw = response.content.iter_any()
                 first_chunk = await clock.within(anext(raw))
             except Exception as exc:  # every way an attempt can fail is a verdict on the upstream
+                clock.close()
                 await _close_quietly(response)
                 failure, detail = _failure_of(exc, clock, upstream)
                 if failure in BREAKER_FAILURES:
@@ -209,13 +212,14 @@ class UpstreamRouter:
         # A client that wants one JSON answer: gather the stream, still watching its progress. Nothing has
         # reached the client yet, so a failure here may still fall back to the next tier.
         try:
-            completion = await _gather_completion(first_chunk, raw, clock)
+            completion = await _gather_completion(first_chunk, raw, clock, response.content)
         except Exception as exc:
             failure, detail = _failure_of(exc, clock, upstream)
             if failure in BREAKER_FAILURES:
                 upstream.breaker.record_failure()
             return self._failed(upstream, failure, detail, stream_label, exc)
         finally:
+            clock.close()
             await _close_quietly(response)
         return Served(upstream.tier, body["model"], 200, body=completion)
 
@@ -253,6 +257,7 @@ class UpstreamRouter:
             yield sse_error_event(STATUS_BY_FAILURE.get(failure, 502),
                                   f"The {upstream.tier.value} upstream failed mid-stream: {detail}.", code=code)
         finally:
+            clock.close()
             await _close_quietly(response)
 
 
@@ -266,25 +271,65 @@ class UpstreamStreamError(Exception):
 
 class ProgressClock:
     """Two limits for one attempt: `timeout` between any two signs of progress (response headers, first
-    chunk, each next chunk) and one generous `deadline` for the whole answer."""
+    chunk, each next chunk) and one generous `deadline` for the whole answer.
+
+    One loop timer per attempt, re-armed lazily, instead of asyncio.timeout around each wait (which makes and
+    cancels a timer per chunk, several per request): each wait only notes when it began; when the timer
+    fires it either finds the wait in progress past its limit and cancels it (TimeoutError, or
+    DeadlineExceeded when the deadline was the nearer limit), or sets itself for the current wait's limit.
+    `close()` when the attempt is over (a timer left behind fires once and finds nothing to do)."""
 
     def __init__(self, timeout: float, deadline: float):
         self.timeout = timeout
         self.deadline_at = time.monotonic() + deadline
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task | None = None
+        self._began = 0.0
+        self._waiting = False
+        self._expired: type[Exception] | None = None
 
     async def within(self, awaitable):
-        remaining = self.deadline_at - time.monotonic()
-        if remaining <= 0:
+        now = time.monotonic()
+        if now >= self.deadline_at:
             _cancel(awaitable)
             raise DeadlineExceeded()
-        wait = min(self.timeout, remaining)
+        task = asyncio.current_task()
+        cancelling = task.cancelling()
+        self._task, self._began, self._waiting, self._expired = task, now, True, None
+        if self._handle is None:
+            self._arm(now)
         try:
-            async with asyncio.timeout(wait):
-                return await awaitable
-        except TimeoutError:
-            if wait < self.timeout:
-                raise DeadlineExceeded() from None
+            return await awaitable
+        except asyncio.CancelledError:
+            if self._expired is not None and task.uncancel() <= cancelling:
+                raise self._expired() from None
             raise
+        finally:
+            self._waiting = False
+
+    def _limit(self) -> float:
+        return min(self._began + self.timeout, self.deadline_at)
+
+    def _arm(self, now: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_at(loop.time() + max(0.0, self._limit() - now), self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        if not self._waiting:
+            return  # between waits: the next wait arms the timer again
+        now = time.monotonic()
+        limit = self._limit()
+        if now < limit:
+            self._arm(now)
+            return
+        self._expired = DeadlineExceeded if self.deadline_at < self._began + self.timeout else TimeoutError
+        self._task.cancel()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 def _cancel(awaitable) -> None:
@@ -333,8 +378,10 @@ def _error_message(raw: bytes) -> str:
     return _text(raw)[:200]
 
 
-async def _gather_completion(first_chunk: bytes, chunks: AsyncIterator[bytes], clock: ProgressClock) -> dict:
-    """The chat.completion object that the streamed chunks add up to (content, tool calls, usage)."""
+async def _gather_completion(first_chunk: bytes, chunks: AsyncIterator[bytes], clock: ProgressClock,
+                             content: aiohttp.StreamReader | None = None) -> dict:
+    """The chat.completion object that the streamed chunks add up to (content, tool calls, usage).
+    `content`: the body's reader, to skip draining a body already read to its end."""
     accumulator = CompletionAccumulator()
     parser = SSEParser()
     for event in parser.feed(first_chunk):
@@ -346,7 +393,7 @@ async def _gather_completion(first_chunk: bytes, chunks: AsyncIterator[bytes], c
             break
         for event in parser.feed(chunk):
             accumulator.add(event)
-    if parser.done:
+    if parser.done and not (content is not None and content.at_eof()):
         await _drain(chunks)
     if not parser.done:
         raise aiohttp.ClientPayloadError("the stream ended before [DONE]")
@@ -379,26 +426,30 @@ class SSEParser:
             self.buffer += chunk
             return []
         *lines, self.buffer = (self.buffer + chunk).split(b"\n")  # one split per read, not one per line
-        events = []
-        for line in lines:
-            line = line.strip()
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                self.done = True
-                continue
-            try:
-                event = loads(data)
-            except ValueError as exc:
-                raise UpstreamStreamError(f"an event that is not JSON: {data[:80]!r}") from exc
+        datas = [line[5:].strip() for line in [line.strip() for line in lines] if line.startswith(b"data:")]
+        if b"[DONE]" in datas:
+            self.done = True
+            datas = [data for data in datas if data != b"[DONE]"]
+        if not datas:
+            return []
+        try:  # all of this read's events in one parse
+            events = loads(b"[" + b",".join(datas) + b"]")
+        except ValueError:
+            events = None
+        if events is None or len(events) != len(datas):  # one is not JSON (or not one value): say which
+            events = []
+            for data in datas:
+                try:
+                    events.append(loads(data))
+                except ValueError as exc:
+                    raise UpstreamStreamError(f"an event that is not JSON: {data[:80]!r}") from exc
+        for event in events:
             if not isinstance(event, dict):
                 raise UpstreamStreamError("an event that is not a JSON object")
             if "error" in event or event.get("object") == "error":
                 error = event.get("error", event)
                 message = error.get("message") if isinstance(error, dict) else str(error)
                 raise UpstreamStreamError(f"error event: {str(message)[:200]}")
-            events.append(event)
         return events
 
 

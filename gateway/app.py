@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from common.app import create_service_app
 from common.errors import ERROR_TYPE_BY_STATUS
@@ -93,9 +93,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             raise RuntimeError(f"ai_service /readyz answered {response.status_code}")
 
     app.state.readiness.required.update({"redis": redis_ready, "ai_service": ai_service_ready})
-    for route in PUBLIC_ROUTES:
-        app.router.routes.append(Route(route.path, ProxyEndpoint(route), methods=list(route.methods)))
+    # First in the router: every API request matches on its first tries, not after the service routes.
+    app.router.routes[:0] = [ProxyRoute(route.path, ProxyEndpoint(route), methods=list(route.methods))
+                             for route in PUBLIC_ROUTES]
     return app
+
+
+class ProxyRoute(Route):
+    def matches(self, scope):
+        match, child_scope = super().matches(scope)
+        if match is Match.FULL:
+            child_scope["route"] = self  # the metrics' route label without a second pass over the routes
+        return match, child_scope
 
 
 def create_app_from_env() -> FastAPI:
