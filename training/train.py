@@ -47,6 +47,7 @@ def with_speedups(model, config: TrainConfig, device):
     tokens = int(config.per_device_batch_size) * int(config.max_length)
     return apply_speedups(
         model, device=device.name, enable=True, fp8=config.fp8, cudnn_attention=config.cudnn_attention,
+        lora_kernels=config.lora_kernels,
         unchecked_layers=config.unchecked_layers if config.gradient_checkpointing else None,
         activation_budget_gib=budget, tokens_per_micro_batch=tokens,
     )

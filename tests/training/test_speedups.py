@@ -286,7 +286,8 @@ def test_config_switches_and_train_helper(caplog):
     from training.train import with_speedups
 
     cfg = TrainConfig()
-    assert cfg.speedups and cfg.fp8 and cfg.cudnn_attention and cfg.unchecked_layers == -1
+    assert cfg.speedups and cfg.fp8 and cfg.cudnn_attention and cfg.lora_kernels and cfg.unchecked_layers == -1
+    assert not TrainConfig.from_dict({"lora_kernels": False}).lora_kernels
     with pytest.raises(ValueError, match="unchecked_layers"):
         TrainConfig.from_dict({"unchecked_layers": -2})
     assert TrainConfig.from_dict({"fp8": False, "unchecked_layers": 4}).unchecked_layers == 4
@@ -409,6 +410,19 @@ def test_lora_kernel_forward_and_backward_match_torch(p):
     torch.testing.assert_close(gx.float(), gx0 + s * (g16 @ a.float()) * keep * inv, rtol=1e-2, atol=2e-2)
     ga_only = speedups.lora_bwd(x, gxa, a, None, s, p, 99)
     torch.testing.assert_close(ga_only, ga)
+    # the LoRA output term out += s * xa B^T (Triton streaming kernel and the cuBLAS fallback)
+    out = torch.randn(m, 160, device=dev, dtype=dt)
+    xa16 = torch.randn(m, r, device=dev, dtype=dt)
+    bt = torch.randn(r, 160, device=dev, dtype=dt)
+    want = out.float() + s * xa16.float() @ bt.float()
+    for triton_add in (True, False):
+        old = speedups.TRITON_LORA_ADD[0]
+        speedups.TRITON_LORA_ADD[0] = triton_add
+        try:
+            got = speedups.lora_add(out.clone(), xa16, bt, s)
+        finally:
+            speedups.TRITON_LORA_ADD[0] = old
+        torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=3e-2)
 
 
 @lora_kernels_only
