@@ -76,7 +76,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     else:
         app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in _DOCS_PATHS]
         app.openapi_url = app.docs_url = app.redoc_url = None
-    app.state.redis = aioredis.from_url(settings.redis_url)
+    # No socket timeout in redis-py (a task and two timers per command): the key check, the one command per
+    # request, is bounded by the gatekeeper's watchdog instead (gateway/auth.py); connecting still is by this.
+    app.state.redis = aioredis.from_url(settings.redis_url, socket_timeout=None, socket_connect_timeout=5.0)
     app.state.keys = APIKeyStore(app.state.redis, RecordSigner(settings.key_signing_secret))
     app.state.limiter = RateLimiter(app.state.redis)
     app.state.gatekeeper = Gatekeeper(app.state.redis, app.state.keys)
