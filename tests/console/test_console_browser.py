@@ -142,3 +142,31 @@ def test_operator_pages_render(page, console_url, stack):
     page.goto(f"{console_url}/#comments")
     page.wait_for_selector("#comments tbody tr")
     shot(page, "comments")
+
+
+def test_safety_page_lists_one_event_per_decision(page, console_url, stack):
+    """An insult with an e-mail address is one moderation decision: the page shows the deciding category
+    and action, the other flagged category beside it, and never the address itself."""
+    course = f"console-{int(time.time())}"
+    student = stack.key_for("console-safety-student", role="student", user_id="stu-9")
+    response = httpx.post(f"{stack.gateway_url}/v1/chat/completions", timeout=120,
+                          headers={"authorization": f"Bearer {student}"},
+                          json={"model": "", "max_tokens": 8, "metadata": {"course_id": course}, "messages": [
+                              {"role": "user", "content": "you're a stupid useless loser, mail me at kid9@example.com"}]})
+    assert response.status_code == 200, response.text
+    login(page, console_url, stack.key_for("console-admin3", role="admin", user_id="ops-3"))
+    page.wait_for_selector("#nav:not([hidden])")
+    page.goto(f"{console_url}/#safety")
+    page.fill("#safety-course", course)
+    page.click("#safety-form button")
+    row = page.locator("#safety-events tbody tr", has_text="[email]").first
+    row.wait_for()
+    cells = row.locator("td").all_inner_texts()
+    admin = stack.key_for("console-admin3", role="admin", user_id="ops-3")
+    [event] = httpx.get(f"{stack.gateway_url}/v1/safety/events", params={"course": course}, timeout=30,
+                        headers={"authorization": f"Bearer {admin}"}).json()["data"]
+    other = ({"harassment", "pii"} - {event["category"]}).pop()
+    assert cells[1].startswith(f"{event['category']} (also {other} "), cells
+    assert cells[2] == event["action"] and cells[5] == "stu-9"
+    assert "kid9@example.com" not in row.inner_text()
+    shot(page, "safety")

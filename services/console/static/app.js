@@ -217,12 +217,17 @@ async function learner(ev) {
 }
 
 // safety events (GET /v1/safety/events, teachers and admins): flagged moderation findings per course
+// the event names the deciding category; the others flagged in the same check follow it, muted
+function otherCategories(e) {
+  const others = (e.categories || []).filter((c) => c.category !== e.category);
+  return others.length ? ` <span class="muted">(also ${others.map((c) => `${esc(c.category)} ${Number(c.score).toFixed(2)}`).join(", ")})</span>` : "";
+}
 async function loadSafety(ev) {
   if (ev) ev.preventDefault();
   const course = $("#safety-course").value.trim() || "default";
   try {
     const r = await api("GET", `/v1/safety/events?course=${encodeURIComponent(course)}&limit=200`);
-    $("#safety-events tbody").innerHTML = r.data.length ? r.data.map((e) => `<tr><td>${new Date(e.time * 1000).toLocaleString()}</td><td>${esc(e.category)}</td><td>${esc(e.action)}</td><td>${esc(e.direction)}</td><td>${esc(e.mode)}</td><td>${esc(e.user_id || "")}</td><td>${esc(e.excerpt)}</td></tr>`).join("")
+    $("#safety-events tbody").innerHTML = r.data.length ? r.data.map((e) => `<tr><td>${new Date(e.time * 1000).toLocaleString()}</td><td>${esc(e.category)}${otherCategories(e)}</td><td>${esc(e.action)}</td><td>${esc(e.direction)}</td><td>${esc(e.mode)}</td><td>${esc(e.user_id || "")}</td><td>${esc(e.excerpt)}</td></tr>`).join("")
       : `<tr><td colspan="7" class="muted">No flagged events for this course.</td></tr>`;
   } catch (e) { $("#safety-events tbody").innerHTML = `<tr><td colspan="7" class="error">${esc(e.message)}</td></tr>`; }
 }
