@@ -491,3 +491,12 @@ def test_lora_kernel_fp8_path_matches_torch_fp8_path():
     assert abs(float(l_k) - float(l_r)) < 5e-3 * abs(float(l_r))
     for key in g_r:
         assert _rel(g_k[key], g_r[key]) < 5e-2, key
+
+
+@lora_kernels_only
+def test_lora_kernel_fp8_weight_transpose():
+    dev, _ = _kdev()
+    w = (torch.randn(100, 200, device=dev) * 10).to(torch.float8_e4m3fn)  # not a multiple of the tile
+    t = speedups.transpose_fp8(w)
+    assert t.shape == (200, 100) and t.dtype == torch.float8_e4m3fn and t.is_contiguous()
+    assert torch.equal(t.view(torch.uint8), w.t().contiguous().view(torch.uint8))
