@@ -96,7 +96,9 @@ def write_index(root: Path, data: IndexData) -> Path:
     _write_json(staging / "manifest.json", data.manifest)
     with open(staging / "chunks.jsonl", "w", encoding="utf-8") as out:
         for chunk in data.chunks:
-            out.write(json.dumps(chunk.to_json(), ensure_ascii=False) + "\n")
+            # vars(), not chunk.to_json(): the same fields in the same order, without dataclasses.asdict's
+            # deep copy of every token list (a third of the write stage on SciFact)
+            out.write(json.dumps(vars(chunk), ensure_ascii=False) + "\n")
     _write_json(staging / "graph.json", {
         "key_terms": data.key_terms,
         "term_idf": data.term_idf,
