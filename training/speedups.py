@@ -1021,11 +1021,15 @@ def lora_bwd(x2: torch.Tensor, gxa: torch.Tensor, a: torch.Tensor, gx: torch.Ten
     return ga.sum(0) if ga is not None else None
 
 
+TRITON_TRANSPOSE = [True]  # False: torch's copy (bench modifier notr)
+
+
 def transpose_fp8(w: torch.Tensor) -> torch.Tensor:
     """w [R, C] (FP8, contiguous) -> w^T [C, R] contiguous. torch's strided copy of a 1-byte tensor runs at
     about 0.35 TB/s on the H200 (180 us per weight, 40 ms per 8B step: measured); a tiled Triton copy runs
     near the memory bandwidth. Falls back to torch off CUDA or without Triton."""
-    if triton is None or not (w.is_cuda or _interpreting()) or not w.is_contiguous() or w.dim() != 2:
+    if (not TRITON_TRANSPOSE[0] or triton is None or not (w.is_cuda or _interpreting()) or not w.is_contiguous()
+            or w.dim() != 2):
         return w.t().contiguous()
     r, c = w.shape
     src = w.view(torch.uint8)
