@@ -13,7 +13,9 @@ from common.errors import ERROR_TYPE_BY_STATUS
 from common.http import make_client
 from gateway.auth import Gatekeeper
 from gateway.keys import APIKeyStore, RecordSigner
+from gateway import redis_pipe
 from gateway.proxy import ProxyEndpoint
+from gateway.redis_pipe import PipelinedRedis
 from gateway.ratelimit import RateLimiter
 from gateway.routes import PUBLIC_ROUTES
 from gateway.settings import GatewaySettings
@@ -66,6 +68,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         yield
         await app.state.upstream.aclose()
         await app.state.client.aclose()
+        if app.state.gatekeeper.pipe is not None:
+            await app.state.gatekeeper.pipe.aclose()
         await app.state.redis.aclose()
 
     app = create_service_app("gateway", settings, lifespan=lifespan)
@@ -81,7 +85,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.redis = aioredis.from_url(settings.redis_url, socket_timeout=None, socket_connect_timeout=5.0)
     app.state.keys = APIKeyStore(app.state.redis, RecordSigner(settings.key_signing_secret))
     app.state.limiter = RateLimiter(app.state.redis)
-    app.state.gatekeeper = Gatekeeper(app.state.redis, app.state.keys)
+    app.state.gatekeeper = Gatekeeper(app.state.redis, app.state.keys, pipe=PipelinedRedis(settings.redis_url)
+                                      if redis_pipe.supports(settings.redis_url) else None)
     app.state.upstream = Upstream(settings.ai_service_url, settings.upstream_timeout_sec,
                                   settings.upstream_max_connections)
     app.state.client = make_client(settings.ai_service_url, 5.0, max_connections=4)  # readiness checks only

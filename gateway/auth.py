@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.keys import APIKey, APIKeyStore, digest, record_key
+from gateway.redis_pipe import PipelinedRedis
 from gateway.ratelimit import AUTH_AND_COUNT_LUA, WINDOW_SEC, RateDecision, window_counter
 
 CACHE_MAX_ENTRIES = 10_000
@@ -74,8 +75,9 @@ class Admission:
 
 
 class Gatekeeper:
-    def __init__(self, redis: aioredis.Redis, store: APIKeyStore, clock=time.time):
+    def __init__(self, redis: aioredis.Redis, store: APIKeyStore, clock=time.time, pipe: PipelinedRedis | None = None):
         self.redis = redis
+        self.pipe = pipe  # the auto-pipelined connection for the key check (gateway/redis_pipe.py); else redis-py
         self.store = store
         self.clock = clock
         self._script = redis.register_script(AUTH_AND_COUNT_LUA)
@@ -86,7 +88,15 @@ class Gatekeeper:
         """The key and its rate decision, or None for an unknown, revoked or forged key."""
         key_digest = digest(plain_key)
         counter, reset = window_counter(key_digest[:12], self.clock())
-        found = await self.watchdog.run(self._script(keys=[record_key(key_digest), counter], args=[WINDOW_SEC * 2]))
+        keys, args = [record_key(key_digest), counter], [WINDOW_SEC * 2]
+        if self.pipe is not None:
+            try:
+                found = await self.watchdog.run(self.pipe.evalsha(self._script.sha, AUTH_AND_COUNT_LUA, keys, args))
+            except RedisTimeoutError:
+                self.pipe.reset()  # a connection that stopped answering is not waited on by the next requests
+                raise
+        else:
+            found = await self.watchdog.run(self._script(keys=keys, args=args))
         if not found:
             self._cache.pop(key_digest, None)
             return None

@@ -315,23 +315,30 @@ def test_rate_limit_holds_across_two_gateway_instances(redis_url):
 
 
 def test_one_redis_round_trip_per_request(redis_url):
+    async def command_calls(client) -> dict[str, int]:  # counted by Redis itself, whatever client sent them
+        stats = await client.info("commandstats")
+        return {name.removeprefix("cmdstat_"): fields["calls"] for name, fields in stats.items()}
+
     async def scenario():
         app = make_gateway(redis_url, [])
         plain, _ = await new_key(redis_url, rpm=100)
-        commands: list = []
-        redis = app.state.redis
-        original = redis.execute_command
-
-        async def counting(*args, **kwargs):
-            commands.append(args[0])
-            return await original(*args, **kwargs)
-
-        redis.execute_command = counting
-        for _ in range(3):
-            answer = await asgi(app, "GET", "/v1/models", auth(plain))
-            assert answer["status"] == 200
-        assert answer["headers"]["x-ratelimit-remaining-requests"] == "97"
-        assert commands.count("EVALSHA") == 3 and len([c for c in commands if c != "SCRIPT LOAD"]) == 3, commands
+        assert app.state.gatekeeper.pipe is not None  # the auto-pipelined connection (gateway/redis_pipe.py)
+        client = aioredis.from_url(redis_url)
+        try:
+            await client.script_flush()  # the first check after a flush loads the script (EVAL): once
+            assert (await asgi(app, "GET", "/v1/models", auth(plain)))["status"] == 200
+            before = await command_calls(client)
+            for _ in range(3):
+                answer = await asgi(app, "GET", "/v1/models", auth(plain))
+                assert answer["status"] == 200
+            after = await command_calls(client)
+        finally:
+            await client.aclose()
+        assert answer["headers"]["x-ratelimit-remaining-requests"] == "96"
+        sent = {name: calls - before.get(name, 0) for name, calls in after.items() if calls != before.get(name, 0)}
+        inside_the_script = ("get", "incr", "expire")  # Redis counts the script's own calls too
+        assert {k: v for k, v in sent.items() if k not in inside_the_script} == {"evalsha": 3, "info": 1}, sent
+        assert sent["get"] == sent["incr"] == 3, sent
         # an unknown key is refused and not counted
         assert await app.state.gatekeeper.admit("ts-unknown") is None
 

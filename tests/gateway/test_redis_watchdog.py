@@ -54,6 +54,9 @@ def test_a_redis_that_never_answers_gets_a_503_within_the_bound(silent_redis):
         assert 0.25 < elapsed < 2.0, elapsed
         assert asyncio.current_task().cancelling() == 0
         assert not app.state.gatekeeper.watchdog._calls
+        assert app.state.gatekeeper.pipe._protocol is None  # the silent connection was dropped, not queued on
+        again = await asgi(app, "GET", "/v1/models", auth("ts-some-key"))
+        assert again["status"] == 503
 
     run(scenario())
 
