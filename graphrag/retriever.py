@@ -49,6 +49,9 @@ class RetrievalConfig:
     # How the reranker's score meets the first stage's: None orders the candidates by the
     # cross-encoder alone; a number w orders them by minmax(fused) + w * minmax(cross-encoder).
     rerank_weight: float | None = None
+    # Tokens per (query, passage) pair the cross-encoder reads (None: the reranker's own
+    # default); RERANK_MAX_TOKENS overrides it per deployment.
+    rerank_max_tokens: int | None = None
     source: str = "defaults (no fitted weights file)"
 
     @classmethod
@@ -90,6 +93,8 @@ class Retriever:
             self.embedders.setdefault("dense", embedder)
         self.config = config or RetrievalConfig.from_file()
         self.reranker = reranker
+        if reranker is not None and hasattr(reranker, "use_fitted_max_tokens"):
+            reranker.use_fitted_max_tokens(self.config.rerank_max_tokens)
         self.vocabulary = set(index.bm25.vocab_dict)
         self.chunk_position = {chunk.id: i for i, chunk in enumerate(index.chunks)}
         self.chunk_community = np.asarray(index.chunk_community or [-1] * len(index.chunks), dtype=np.int64)

