@@ -244,8 +244,8 @@ def main() -> int:
         configs.append((provider, Path(weights) if weights else args.weights, False))
     reranker = load_reranker(args.reranker) if args.reranker else None
     load_start = os.getloadavg()
-    lines = [f"# Retrieval bench\n", f"`python bench/bench_retrieval.py{' --fit' if args.fit else ''}"
-             f"{' --cold' if args.cold else ''}{' --reranker ' + args.reranker if args.reranker else ''}` on "
+    lines = [f"# Retrieval bench\n", f"`python bench/bench_retrieval.py {' '.join(sys.argv[1:])}`".replace(" `", "`")
+             + f" on "
              f"{os.cpu_count()} CPU cores (load average at start {load_start[0]:.1f}), "
              f"EMBEDDING_PROVIDER={args.embedding_provider}, compared with "
              f"{', '.join(p for p, _, main in configs if not main) or 'nothing'}, "
@@ -337,6 +337,12 @@ def main() -> int:
         block = head + "\n\n" + "\n".join(table) + "\n" + ("\n" + "\n\n".join(notes) + "\n" if notes else "")
         print(block, flush=True)
         lines.append(block)
+    if reranker is not None:
+        config = RetrievalConfig.from_file(args.weights)
+        lines.append(f"Reranker {reranker.name}: top {config.rerank_candidates} fused hits, "
+                     f"{getattr(reranker, 'max_length', '?')} tokens per pair, blend {config.rerank_weight}, "
+                     f"{os.environ.get('RERANK_THREADS') or 1} thread(s).\n")
+    lines.append(f"Load average at the end {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[1]:.1f} (5 min).\n")
     lines.append(ANCHORS + "\n")
     if args.results:
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
