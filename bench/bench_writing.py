@@ -7,8 +7,9 @@
 QWK: for each ASAP prompt (1-6, 8) the scorer is trained on the other prompts and the held-out predictions are
 mapped back to that prompt's score range (cross-prompt; the held-out prompt's essays streamed in essay-id order
 through the per-assignment calibration, as the service sees them), and 5-fold inside each prompt
-(prompt-specific), using services/writing/train_scorer.py's evaluation: the old scorer (v1, which is also the new
-one's cold start) and the new one (v2) side by side, from one run. Latency: a ~600-word essay, p50/p95 over --runs
+(prompt-specific), using services/writing/train_scorer.py's evaluation: the cold-start trees alone (v1), the
+previous scorer (v2, asap-cp-2) and the new one (v3, its recipe chosen by nested leave-one-prompt-out on the
+training prompts only) side by side, from one run. Latency: a ~600-word essay, p50/p95 over --runs
 requests; the scorer alone (features + models, cold and with assignment statistics) per essay.
 Results are printed as markdown and written to bench/results/writing.md.
 """
@@ -45,6 +46,7 @@ def pct(values: list[float], q: float) -> float:
 
 def bench_qwk(data: Path) -> tuple[str, dict]:
     import numpy as np
+    from threadpoolctl import threadpool_limits
 
     from services.writing import train_scorer as T
 
@@ -53,7 +55,8 @@ def bench_qwk(data: Path) -> tuple[str, dict]:
     prompts = np.array([r["prompt"] for r in rows])
     y = np.array([T.norm(r["score"], r["prompt"]) for r in rows])
     started = time.time()
-    result = T.evaluate(rows, x, y, prompts)
+    with threadpool_limits(1):  # as train_scorer: one OpenMP thread per fit on a shared box
+        result = T.evaluate(rows, x, y, prompts)
     return T.report_md(result, len(rows), time.time() - started), result
 
 

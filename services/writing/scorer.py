@@ -9,9 +9,13 @@ Two holistic models, both trained on ASAP prompts 1-6 and 8 (scores normalised t
   this essay compares with its classmates' essays on the same task: "long" means long *for this assignment*. A
   gradient-boosted model on [raw, z] and a ridge on z predict the essay's within-assignment z-score of the human
   score; that is mapped to [0, 1] with a prior mean and a prior spread that depends on the number of scale points
-  (raters use less of a wide scale: fitted on the training prompts, clipped to the range they span). The two are
-  blended, w = n / (n + k), so the calibration fades in as the assignment's essays arrive; while few essays have
-  been seen, each feature's variance is shrunk towards the training prompts' average within-prompt variance.
+  (raters use less of a wide scale: fitted on the training prompts, clipped to the range they span or a wider one,
+  and widened by the spread of the training prompts' means, because the new assignment's mean is unknown: see
+  prior_sd). The two are blended, w = n / (n + k), so the calibration fades in as the assignment's essays arrive;
+  while few essays have been seen, each feature's variance is shrunk towards the training prompts' average
+  within-prompt variance. Which recipe (train_scorer.RECIPES: the relative models also trained on class-sized
+  running statistics or not; the spread's clip and widening) ships is chosen by leave-one-prompt-out on the
+  training prompts (docs/writing.md).
 
 Trait models: trained on prompt 8's six trait scores (ideas, organization, voice, word choice, sentence fluency,
 conventions; scale 1-6) as residuals from the holistic score, so a trait is "holistic quality, shifted by what
@@ -120,10 +124,15 @@ def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
 
 
 def prior_sd(law: dict, points: float | None) -> float:
-    """Spread of normalised human scores on a scale with `points` steps: exp(a + b log points), clipped."""
+    """Spread to map a new assignment's predicted z onto [0, 1]: the spread of normalised human scores expected on
+    a scale with `points` steps, exp(a + b log points) clipped to [lo, hi], widened by `inflate_var` (the variance
+    of the training prompts' mean scores: the new assignment's mean is not known, and QWK ~ 2·s·r·σ / (s² + σ² +
+    d²) for a mean off by d is highest at s = sqrt(σ² + d²), so the expected d² is added)."""
     if not points or points <= 0:
-        return law["default"]
-    return float(np.clip(math.exp(law["a"] + law["b"] * math.log(points)), law["lo"], law["hi"]))
+        sd = law["default"]
+    else:
+        sd = float(np.clip(math.exp(law["a"] + law["b"] * math.log(points)), law["lo"], law["hi"]))
+    return float(math.sqrt(sd * sd + law.get("inflate_var", 0.0)))
 
 
 @dataclass

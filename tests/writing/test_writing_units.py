@@ -13,10 +13,10 @@ from services.writing import metrics as M
 from services.writing.analysis import analyse_request, parse_request, span_fields
 from services.writing.llm import locate, validate
 from services.writing.schemas import AnalyzeRequest, AnalyzeResponse
-from services.writing.scorer import FEATURES, AssignmentStats, Scorer, to_scale
+from services.writing.scorer import FEATURES, AssignmentStats, Scorer, prior_sd, to_scale
 from services.writing.store import merge
 from services.writing.train_scorer import main as train_main
-from services.writing.train_scorer import qwk, running_stats
+from services.writing.train_scorer import CALIBRATION, CLASS_SIZE, class_rows, qwk, running_stats, sd_law
 from tests.writing.samples import CHINESE, ENGLISH, TRICKY
 
 DATA = Path("../shared/data/asap_aes")
@@ -133,8 +133,10 @@ def test_qwk_and_scale_mapping():
 @pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data/asap_aes")
 def test_scorer_trains_and_loads(tmp_path):
     out = tmp_path / "scorer.pkl"
-    assert train_main(["--data", str(DATA), "--out", str(out), "--limit", "40", "--no-eval"]) == 0
+    assert train_main(["--data", str(DATA), "--out", str(out), "--limit", "40", "--no-eval",
+                       "--recipe", "classes-wide"]) == 0
     scorer = Scorer(out)
+    assert scorer.info["recipe"] == "classes-wide" and scorer.bundle["sd_law"]["inflate_var"] > 0
     good, poor = ENGLISH, "computers is bad. i dont like."
     a, b = scorer.predict(good), scorer.predict(poor)
     assert 0 <= b.holistic < a.holistic <= 1
@@ -191,6 +193,44 @@ def test_running_stats_match_incremental_stats():
         if i:
             assert np.allclose(mean[i], stats.mean) and np.allclose(std[i], stats.std)
         stats.add(x[i])
+
+
+def test_spread_law_clip_and_inflation():
+    """The spread for a new scale: the law clipped to the training prompts' range ("range") or a wider one
+    ("wide"), widened by the variance of the training prompts' means (the unknown mean of a new assignment)."""
+    prompts = np.repeat([1, 3, 8], 50)  # 10, 3 and 60 scale steps
+    rng = np.random.default_rng(0)
+    y = np.concatenate([rng.normal(0.65, 0.15, 50), rng.normal(0.45, 0.30, 50), rng.normal(0.60, 0.10, 50)])
+    narrow, wide = sd_law(y, prompts, "range", 0.0), sd_law(y, prompts, "wide", 1.0)
+    sds = [y[prompts == p].std() for p in (1, 3, 8)]
+    means = [y[prompts == p].mean() for p in (1, 3, 8)]
+    assert narrow["inflate_var"] == 0 and wide["inflate_var"] == pytest.approx(np.var(means))
+    assert prior_sd(narrow, 1000) == pytest.approx(min(sds)) and prior_sd(narrow, 1) == pytest.approx(max(sds))
+    assert prior_sd(wide, 1000) == pytest.approx(np.sqrt((0.5 * min(sds)) ** 2 + np.var(means)))
+    for steps in (3, 5, 10, 60):
+        assert prior_sd(wide, steps) ** 2 == pytest.approx(prior_sd({**wide, "inflate_var": 0.0}, steps) ** 2
+                                                            + np.var(means))
+    assert prior_sd(narrow, None) == pytest.approx(np.mean(sds))
+
+
+def test_class_rows_use_only_earlier_essays_of_each_class():
+    """Training rows for the class-sized recipe: each essay standardised with the running statistics of the essays
+    before it in its class of CLASS_SIZE (from min_essays on), the target its z-score within the whole prompt."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2 * CLASS_SIZE + 7, 3))
+    y = rng.uniform(size=len(x))
+    groups = np.zeros(len(x), dtype=int)
+    prior_var = np.ones(3)
+    cx, cz, cy = class_rows(x, y, groups, prior_var, seed=3)
+    classes = [CLASS_SIZE, CLASS_SIZE, 7]
+    assert len(cx) == sum(c - CALIBRATION["min_essays"] for c in classes)
+    order = np.random.default_rng(3).permutation(len(x))
+    first = x[order[:CLASS_SIZE]]
+    i = CALIBRATION["min_essays"]
+    n, mean, std = running_stats(first)
+    var = (n[i] * std[i] ** 2 + CALIBRATION["var_k"] * prior_var) / (n[i] + CALIBRATION["var_k"])
+    assert np.allclose(cx[0], first[i]) and np.allclose(cz[0], np.clip((first[i] - mean[i]) / np.sqrt(var), -5, 5))
+    assert cy[0] == pytest.approx((y[order[i]] - y.mean()) / y.std())
 
 
 def test_response_schema_is_published():
