@@ -20,9 +20,9 @@ Variants:
               Full-length rows pack into sequences of equal length, which the
               attention runs as a [B, L] batch through SDPA (exact, faster there).
   pipeline_compile  pipeline + torch.compile of each decoder layer (no gain measured).
-  Since issue 14 ``pipeline`` also has FP8 frozen base weights, cuDNN-first SDPA and the Triton LoRA side
-  path with in-kernel dropout (the defaults of apply_speedups); modifiers joined with '+': nofp8, nocudnn,
-  nolk (LoRA side path and dropout as torch ops), notr (FP8 weight transpose of the input-gradient GEMM by
+  Since issue 14 ``pipeline`` also has FP8 frozen base weights, cuDNN-first SDPA and the Triton transpose
+  of the FP8 weights (the defaults of apply_speedups); modifiers joined with '+': nofp8, nocudnn,
+  lk (the opt-in Triton LoRA side path with in-kernel dropout; nolk = without it, the default), notr (FP8 weight transpose of the input-gradient GEMM by
   torch's strided copy instead of the Triton tile copy), selN (N layers skip the checkpoint
   recompute), mbM (micro-batches of M with gradient accumulation: equal tokens per step), compile.
   e.g. pipeline+nofp8+nocudnn = the pipeline of issue 4; pipeline+mb2+sel8.
@@ -98,12 +98,14 @@ def parse_variant(name: str) -> tuple[str, dict]:
     nofp8 (bf16 base weights), nocudnn (SDPA's default order), selN (N layers skip the checkpoint
     recompute), mbM (micro-batches of M with gradient accumulation: equal tokens per step), compile."""
     parts = name.split("+")
-    mods = {"fp8": True, "cudnn": True, "sel": None, "mb": 0, "compile": False, "lk": True, "tr": True}
+    mods = {"fp8": True, "cudnn": True, "sel": None, "mb": 0, "compile": False, "lk": False, "tr": True}
     for m in parts[1:]:
         if m == "nofp8":
             mods["fp8"] = False
         elif m == "nolk":
             mods["lk"] = False
+        elif m == "lk":
+            mods["lk"] = True
         elif m == "notr":
             mods["tr"] = False
         elif m == "nocudnn":

@@ -29,6 +29,11 @@ applies, each only where its library is importable, and logs what it did:
   (``torch._scaled_mm``, row-wise scales; inputs and output gradients quantised on the fly by a fused
   Triton kernel). LoRA A/B, embeddings, norms and ``lm_head`` stay as they were. Changes the loss by FP8
   rounding (+0.08% on the 8B check), so it is its own switch.
+  The input-gradient GEMM needs the FP8 weight transposed; a tiled Triton copy does it (:func:`transpose_fp8`).
+* **Triton LoRA side path** (``lora_kernels=True``, opt-in, :class:`_TritonLoraLinear`): in-kernel dropout
+  (no dropped copy of x or mask stored), FP8 quantisation shared by q/k/v and gate/up and fused with x A^T,
+  streaming kernels for the LoRA output term and the backward. 1.83x -> 1.99x on the H200 bench; with
+  LoRA dropout its loss curve runs below peft's (cause open), hence off by default.
 * **cuDNN attention first** in SDPA's backend order (``cudnn_attention=True``).
 * **Selective activation checkpointing** (``unchecked_layers``, :func:`set_selective_checkpointing`): the
   last N decoder layers keep their activations and skip the recompute; ``-1`` sizes N from a memory budget.
@@ -45,8 +50,8 @@ shape, LoRA r=8 on all linears, seq 3072, gradient checkpointing, batch 6):
 1.48x the tokens/s of plain transformers+peft at 54% of its peak memory; on examples of
 mixed lengths, where packing removes the padding, 2.38x at 51%
 (``bench/bench_sft_gpu.py``, ``bench/results/sft_gpu_h100.md``). With FP8 on the H200 (issue 14):
-1.79x at 38% of the baseline's memory, 2.51x at 34% on mixed lengths; DPO 1.70x / 2.41x
-(``bench/results/sft_gpu_h200.md``, ``bench/results/dpo_gpu_h200.md``).
+1.79x at 38% of the baseline's memory, 2.51x at 34% on mixed lengths; DPO 1.70x / 2.41x; with the
+Triton weight transpose 1.83x at 38% (``bench/results/sft_gpu_h200.md``, ``bench/results/dpo_gpu_h200.md``).
 
 Packing helpers (padding-free, what the SFT step feeds the model):
 
@@ -756,6 +761,11 @@ class _FusedLoraFp8Linear(torch.autograd.Function):
 #   pass over x regenerates the mask from the saved seed and computes both dA = s x_drop^T dH and
 #   the input-gradient term gx += s (dH A) * mask / (1-p), in place.
 #
+# Status (issue 14): correct per call against a float reference with the same mask (unit tests, CPU
+# interpreter and H200) and the same 8-layer loss curve as the torch path with dropout 0; with dropout 0.1
+# the loss curve runs systematically below peft's (-0.07 after 200 steps), cause not yet found, so
+# apply_speedups(lora_kernels=...) is off by default.
+#
 # Dropout semantics: each module draws its own seed per call (from torch's CPU generator, which
 # activation checkpointing saves and restores, so the recompute draws the same mask), so masks are
 # independent across modules and steps, as with peft's nn.Dropout. Each element is kept when a
@@ -1350,7 +1360,7 @@ def apply_speedups(
     compile_layers: bool = False,
     fp8: bool = True,
     cudnn_attention: bool = True,
-    lora_kernels: bool = True,
+    lora_kernels: bool = False,
     unchecked_layers: int | None = None,
     activation_budget_gib: float | None = None,
     tokens_per_micro_batch: int | None = None,
@@ -1363,6 +1373,9 @@ def apply_speedups(
     falls back to bf16 with a log line elsewhere). ``cudnn_attention``: cuDNN first in SDPA's order.
     ``lora_kernels``: the LoRA side path with in-kernel dropout, the FP8 quantisation shared by sibling
     projections and fused with x A^T (Triton; without Triton the torch path of ``fused_lora`` stays).
+    Off by default: 1.99x vs 1.83x on the 8B bench, and the same loss curve without LoRA dropout, but
+    with dropout 0.1 its 200-step loss curve runs below peft's (bench/results/sft_gpu_h200.md), cause
+    not found yet, so it is opt-in until that is explained.
     ``unchecked_layers``: decoder layers that skip the checkpoint recompute (``None`` leaves
     checkpointing as it is; ``-1`` = as many as fit in ``activation_budget_gib`` at
     ``tokens_per_micro_batch``, by :func:`activation_bytes_per_token`).

@@ -286,8 +286,8 @@ def test_config_switches_and_train_helper(caplog):
     from training.train import with_speedups
 
     cfg = TrainConfig()
-    assert cfg.speedups and cfg.fp8 and cfg.cudnn_attention and cfg.lora_kernels and cfg.unchecked_layers == -1
-    assert not TrainConfig.from_dict({"lora_kernels": False}).lora_kernels
+    assert cfg.speedups and cfg.fp8 and cfg.cudnn_attention and cfg.unchecked_layers == -1
+    assert not cfg.lora_kernels and TrainConfig.from_dict({"lora_kernels": True}).lora_kernels  # opt-in
     with pytest.raises(ValueError, match="unchecked_layers"):
         TrainConfig.from_dict({"unchecked_layers": -2})
     assert TrainConfig.from_dict({"fp8": False, "unchecked_layers": 4}).unchecked_layers == 4
