@@ -255,7 +255,7 @@ def compare_with_default_store(vector_store: Path) -> str:
     if not common_keys:
         return "no shared vectors to compare"
     diff = max(float(np.abs(mine.get(k) - shared.get(k)).max()) for k in common_keys)
-    return f"max |diff| {diff:.1e} to the shared store's vectors over {len(common_keys)} chunks"
+    return f"max abs diff {diff:.1e} to the shared store's vectors over {len(common_keys)} chunks"
 
 
 def cli_cold_build(folder: Path) -> dict:

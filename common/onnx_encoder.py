@@ -33,8 +33,9 @@ def onnx_session(model_file: str | Path, threads: int = 1, *, spin: bool | None 
     embedding 128 SciFact abstracts with 2 spinning threads took 18.4 CPU-s and 403 s wall,
     6.0 CPU-s and 104 s without; GRAPHRAG_ONNX_SPIN=1 turns spinning back on), all graph
     optimisations (onnxruntime's default, stated). A pre-optimised model file saved once and
-    loaded with optimisation off saves only ~0.06 s per session for bge-small (0.11 s -> 0.05 s,
-    bench/results/index_build.md) and, at this level, holds CPU-specific layouts: not done."""
+    loaded with optimisation off saves only 0.06-0.15 s per session for bge-small (0.11 -> 0.05 s
+    idle, 0.38 -> 0.23 s at load 8; bench/results/index_build.md) and, at this level, holds
+    CPU-specific layouts: not done."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
