@@ -521,3 +521,11 @@ def test_lora_kernel_kept_fraction_at_training_shapes_and_seeds():
         assert abs(float(ga[0].mean()) / inv / m - (1 - p)) < 2e-3
         mask = speedups.lora_dropout_mask(m, k, p, seed, "cuda")
         assert abs(float(mask.float().mean()) - (1 - p)) < 2e-3
+
+
+def test_lora_kernels_are_refused_with_lora_dropout():
+    """The opt-in kernels match peft only without dropout, so apply_speedups keeps the torch path when a LoRA
+    module has dropout; this reads the probability it decides on."""
+    assert speedups._max_lora_dropout(lora(tiny_llama(), dropout=0.1)) == pytest.approx(0.1)
+    assert speedups._max_lora_dropout(lora(tiny_llama(), dropout=0.0)) == 0.0
+    assert speedups._max_lora_dropout(tiny_llama()) == 0.0
