@@ -345,7 +345,8 @@ def evaluate(rows, x, y, prompts) -> dict:
     for p in PROMPTS:
         for v in versions:
             out[v][p] = qwk(gold_all[prompts == p], preds[v][p], *RANGES[p])
-        print(f"  prompt-specific P{p}: QWK v1 {out['prompt_specific_v1'][p]:.3f}  v2 {out['prompt_specific_v2'][p]:.3f}"
+        print(f"  prompt-specific P{p}: QWK v1 {out['prompt_specific_v1'][p]:.3f}"
+              f"  v2 {out['prompt_specific_v2'][p]:.3f}"
               f"  v3 {out['prompt_specific'][p]:.3f}", flush=True)
     idx = np.where(prompts == 8)[0]
     traits = np.array([rows[i]["traits"] for i in idx])
@@ -393,16 +394,19 @@ def report_md(result: dict, n: int, seconds: float) -> str:
              "| prompt-specific v1 | v2 | v3 |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in PROMPTS:
-        lines.append(f"| {p} | {RANGES[p][0]}-{RANGES[p][1]} | {f(r['cross_prompt_v1'], p)} | {f(r['cross_prompt_v2'], p)} "
+        lines.append(f"| {p} | {RANGES[p][0]}-{RANGES[p][1]} | {f(r['cross_prompt_v1'], p)} "
+                     f"| {f(r['cross_prompt_v2'], p)} "
                      f"| **{f(r['cross_prompt'], p)}** | {r['recipe'][p]} "
                      f"| {f(r['cross_prompt_classes30_v2'], p)} -> {f(r['cross_prompt_classes30'], p)} "
                      f"| {f(r['cross_prompt_first100_v1'], p)} -> {f(r['cross_prompt_first100_v2'], p)} -> "
                      f"{f(r['cross_prompt_first100'], p)} | {f(r['cross_prompt_oracle'], p)} "
-                     f"| {f(r['prompt_specific_v1'], p)} | {f(r['prompt_specific_v2'], p)} | {f(r['prompt_specific'], p)} |")
+                     f"| {f(r['prompt_specific_v1'], p)} | {f(r['prompt_specific_v2'], p)} "
+                     f"| {f(r['prompt_specific'], p)} |")
     m = lambda k: f"{_mean(r[k]):.3f}"  # noqa: E731
     lines.append(f"| **mean** | | **{m('cross_prompt_v1')}** | **{m('cross_prompt_v2')}** | **{m('cross_prompt')}** | "
                  f"| {m('cross_prompt_classes30_v2')} -> {m('cross_prompt_classes30')} "
-                 f"| {m('cross_prompt_first100_v1')} -> {m('cross_prompt_first100_v2')} -> {m('cross_prompt_first100')} "
+                 f"| {m('cross_prompt_first100_v1')} -> {m('cross_prompt_first100_v2')} "
+                 f"-> {m('cross_prompt_first100')} "
                  f"| {m('cross_prompt_oracle')} | **{m('prompt_specific_v1')}** | **{m('prompt_specific_v2')}** "
                  f"| **{m('prompt_specific')}** |")
     lines += ["", "Recipe choice (mean streamed QWK over the inner held-out prompts; training prompts only):", "",
