@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from common.onnx_encoder import OnnxEncoder, onnx_session  # noqa: E402
+from common.onnx_encoder import OnnxEncoder, export_bert_onnx, onnx_session  # noqa: E402
 from graphrag.builder import BuildOptions, assemble_and_write, chunk_file  # noqa: E402
 from graphrag.documents import markdown_blocks  # noqa: E402
 
@@ -122,27 +122,7 @@ def fp32_bge_model(target_dir: Path) -> Path:
     bert = BertModel(config, add_pooling_layer=False).eval()
     bert.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state.items()})
 
-    class _Wrapped(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids).last_hidden_state
-
-    target = target_dir / "bge-small-fp32.onnx"
-    axes = {0: "batch", 1: "tokens"}
-    example = tuple(torch.ones(1, 8, dtype=torch.long) for _ in range(2)) + (torch.zeros(1, 8, dtype=torch.long),)
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_Wrapped().eval(), example, str(target),
-                          input_names=["input_ids", "attention_mask", "token_type_ids"],
-                          output_names=["last_hidden_state"], opset_version=17, dynamo=False,
-                          dynamic_axes={k: axes for k in ["input_ids", "attention_mask", "token_type_ids",
-                                                          "last_hidden_state"]})
+    target = export_bert_onnx(bert, target_dir / "bge-small-fp32.onnx")
     torch.set_num_threads(1)
     return target
 

@@ -6,14 +6,11 @@ answering a valid request."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
-from tests.support.processes import free_port
+from tests.support.processes import serve_in_thread
 
 TOKEN = "lane-token"
 GOOD = {"model": "stub", "messages": [{"role": "user", "content": "What is a thesis?"}], "max_tokens": 16}
@@ -23,15 +20,8 @@ GOOD = {"model": "stub", "messages": [{"role": "user", "content": "What is a the
 def stub_upstream():
     from bench.stub_upstream import app
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=5)
+    with serve_in_thread(app, lifespan="off") as url:
+        yield url
 
 
 def make_app(stub_upstream: str, *, fast_lane: bool):

@@ -8,16 +8,13 @@ real index of the sample course reader."""
 from __future__ import annotations
 
 import os
-import threading
-import time
 
 import hypothesis
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 
-from tests.support.processes import REPO_ROOT, free_port
+from tests.support.processes import REPO_ROOT, free_port, serve_in_thread
 
 TOKEN = "fuzz-token"
 EXAMPLES = int(os.environ.get("TUTORSTACK_FUZZ_EXAMPLES", "25"))  # per operation
@@ -27,15 +24,8 @@ EXAMPLES = int(os.environ.get("TUTORSTACK_FUZZ_EXAMPLES", "25"))  # per operatio
 def stub_upstream():
     from bench.stub_upstream import app
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=5)
+    with serve_in_thread(app, lifespan="off") as url:
+        yield url
 
 
 def dependency_outage(response) -> bool:
@@ -157,18 +147,9 @@ def test_internal_services_never_answer_5xx_to_generated_requests(service, setti
     settings = getattr(importlib.import_module(f"services.{service}.settings"), settings_class)()
     app = importlib.import_module(f"services.{service}.app").create_app(settings)
     # Over real HTTP: the app's Redis and HTTP clients live on the server's one event loop.
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
+    with serve_in_thread(app) as url:
         cases, failures = fuzz(app, {"x-tutorstack-service-token": TOKEN, "x-tutorstack-key-id": "fuzz",
                                      "x-tutorstack-role": "admin", "x-tutorstack-user-id": "fuzz-user"},
-                               examples=10, base_url=f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+                               examples=10, base_url=url)
     assert cases > 5
     assert not failures, "\n".join(failures[:10])

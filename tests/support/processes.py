@@ -9,7 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -116,3 +118,22 @@ def start_redis(log_dir: Path, *, port: int | None = None, durable: bool = False
 
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+@contextmanager
+def serve_in_thread(app, **config):
+    """An ASGI app on uvicorn in a daemon thread, on a free loopback port; yields its base URL and stops it
+    on exit. ``config`` goes to uvicorn.Config (e.g. ``lifespan="off"``)."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
