@@ -6,7 +6,7 @@ the commands that requests issue in the same turn of the event loop go out in on
 which Redis sends in order, are handed back in order: still one round trip per request, fewer system calls and
 wake-ups on both sides (bench/results/gateway_overhead*).
 
-RESP2 over plain TCP (`redis://`, with AUTH and SELECT from the URL). Other URLs (rediss://, unix://) keep
+RESP2 over plain TCP (`redis://`, with AUTH and SELECT from the URL), encoded and parsed by hiredis. Other URLs (rediss://, unix://) keep
 redis-py (`supports()`). Errors are redis-py's exception classes, so callers handle both alike: a reply error
 is a ResponseError, a lost or refused connection a ConnectionError (every command waiting on it fails; the
 next command connects again). A waiter cancelled meanwhile (the gatekeeper's watchdog) leaves its reply to be
@@ -19,71 +19,35 @@ import asyncio
 import collections
 from urllib.parse import urlsplit
 
+import hiredis
 from redis.asyncio.connection import parse_url
 from redis.exceptions import AuthenticationError, ConnectionError, NoScriptError, ResponseError
-
-_CRLF = b"\r\n"
 
 
 def supports(url: str) -> bool:
     return urlsplit(url).scheme == "redis"
 
 
-def pack(args: tuple) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if not isinstance(arg, bytes):
-            arg = str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(parts)
+pack = hiredis.pack_command  # RESP encoding of one command, in hiredis's C code
 
 
-class _Incomplete(Exception):
-    pass
-
-
-def _parse(buffer: bytes, pos: int):
-    """One RESP2 reply from buffer[pos:]: (value, next position); _Incomplete when it has not all arrived."""
-    end = buffer.find(_CRLF, pos)
-    if end < 0:
-        raise _Incomplete
-    kind, line = buffer[pos:pos + 1], buffer[pos + 1:end]
-    pos = end + 2
-    if kind == b"$":
-        length = int(line)
-        if length < 0:
-            return None, pos
-        if len(buffer) < pos + length + 2:
-            raise _Incomplete
-        return buffer[pos:pos + length], pos + length + 2
-    if kind == b":":
-        return int(line), pos
-    if kind == b"*":
-        count = int(line)
-        if count < 0:
-            return None, pos
-        items = []
-        for _ in range(count):
-            item, pos = _parse(buffer, pos)
-            items.append(item)
-        return items, pos
-    if kind == b"+":
-        return line.decode("utf-8", "replace"), pos
-    if kind == b"-":
-        message = line.decode("utf-8", "replace")
-        if message.startswith("NOSCRIPT"):
-            return NoScriptError(message), pos
-        if message.startswith(("NOAUTH", "WRONGPASS")):
-            return AuthenticationError(message), pos
-        return ResponseError(message), pos
-    raise ConnectionError(f"Redis sent a reply this client cannot read: {buffer[pos - 2 - len(line) - 1:pos][:40]!r}")
+def _reply_error(error: ResponseError) -> ResponseError:
+    """redis-py's class for an error reply, as redis-py itself would raise it."""
+    message = str(error)
+    if message.startswith("NOSCRIPT"):
+        return NoScriptError(message)
+    if message.startswith(("NOAUTH", "WRONGPASS")):
+        return AuthenticationError(message)
+    return error
 
 
 class _RespProtocol(asyncio.Protocol):
     def __init__(self):
         self.transport: asyncio.Transport | None = None
         self.waiters: collections.deque[asyncio.Future] = collections.deque()
-        self.buffer = b""
+        # hiredis parses the replies (an unreadable stream raises ConnectionError; error replies come back
+        # as ResponseError values)
+        self.reader = hiredis.Reader(protocolError=ConnectionError, replyError=ResponseError)
         self.lost: Exception | None = None
         self.outgoing: list[bytes] = []  # commands of this turn of the event loop, written together
 
@@ -91,24 +55,18 @@ class _RespProtocol(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        buffer = self.buffer + data if self.buffer else data
-        pos = 0
+        self.reader.feed(data)
         try:
-            while pos < len(buffer):
-                value, pos = _parse(buffer, pos)
+            while (value := self.reader.gets()) is not False:  # False: the next reply has not all arrived
                 waiter = self.waiters.popleft() if self.waiters else None
                 if waiter is not None and not waiter.done():
-                    if isinstance(value, Exception):
-                        waiter.set_exception(value)
+                    if isinstance(value, ResponseError):
+                        waiter.set_exception(_reply_error(value))
                     else:
                         waiter.set_result(value)
-        except _Incomplete:
-            pass
         except Exception as exc:  # unreadable: nothing after it can be matched to its request any more
             self.transport.close()
             self.connection_lost(exc if isinstance(exc, ConnectionError) else ConnectionError(str(exc)))
-            return
-        self.buffer = buffer[pos:]
 
     def connection_lost(self, exc) -> None:
         if self.lost is None:
