@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.routing import Match, Route
+from starlette.routing import Match
 from starlette.types import Message, Receive, Scope, Send
 
 from ai_service.auth import Caller, gateway_caller
@@ -17,6 +17,7 @@ from ai_service.rag import RERANK, RetrievalMode, build_rag_messages, cite_compl
 from ai_service.transport import RelayResponse, dumps, loads
 from ai_service.upstreams import Served
 from common.errors import OpenAIError
+from common.middleware import LabelledRoute
 from common.protocol import ChatCompletionRequest, ChatMessage, StreamOptions
 
 router = APIRouter(prefix="/v1")
@@ -88,16 +89,13 @@ _JSON_TYPES = (b"application/json", b"application/json; charset=utf-8", b"applic
 _HANDED_OVER = "tutorstack.fastapi_lane"  # scope key: the fast lane gave this request to the FastAPI route
 
 
-class ChatCompletionsRoute(Route):
+class ChatCompletionsRoute(LabelledRoute):
     """The fast lane's route, ahead of FastAPI's for the same path; it steps aside for a request it handed over."""
 
     def matches(self, scope: Scope):
         if scope.get(_HANDED_OVER):
             return Match.NONE, {}
-        match, child_scope = super().matches(scope)
-        if match is Match.FULL:
-            child_scope["route"] = self  # the metrics' route label without a second pass over the routes
-        return match, child_scope
+        return super().matches(scope)
 
 
 class ChatCompletionsEndpoint:

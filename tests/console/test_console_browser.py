@@ -4,7 +4,6 @@ go to outputs/test-artifacts/console/."""
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import httpx

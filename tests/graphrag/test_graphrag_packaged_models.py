@@ -5,7 +5,7 @@ length batching; how a reranker's score meets the first stage's."""
 import numpy as np
 import pytest
 
-from graphrag.dense import length_batches
+from common.onnx_encoder import length_batches
 from graphrag.index_store import load_index
 from graphrag.retriever import RetrievalConfig, Retriever
 
