@@ -308,7 +308,6 @@ class Moderation:
             if decided:
                 action, categories = decided.action, decided.categories
                 await self._record(decided, ctx, "input", text)
-                ctx.infos.append(ModerationInfo(flagged=True, categories=categories, action=action, direction="input"))
                 if action == "support":
                     return InputVerdict(messages, respond=self.template(ctx.lang))
                 if action == "block":
@@ -375,7 +374,6 @@ class Moderation:
         await self._record(Decision(action=applied, category="prompt_injection", categories=["prompt_injection"],
                                     flagged=[FlaggedCategory(category="prompt_injection", score=score, action=action)]),
                            ctx, kind, text)
-        ctx.infos.append(ModerationInfo(flagged=True, categories=["prompt_injection"], action=applied, direction=kind))
         if action == "block":
             return None
         if action in ("warn", "log"):
@@ -405,7 +403,6 @@ class Moderation:
             return text, None
         action, categories = decided.action, decided.categories
         await self._record(decided, ctx, "output", text)
-        ctx.infos.append(ModerationInfo(flagged=True, categories=categories, action=action, direction="output"))
         if action == "support":
             return self.template(ctx.lang), "content_filter"
         if action == "block":
@@ -465,8 +462,6 @@ class Moderation:
             decided = self._decide(findings, ctx, "output")
             if decided:
                 await self._record(decided, ctx, "output", text)
-                ctx.infos.append(ModerationInfo(flagged=True, categories=decided.categories, action=decided.action,
-                                                direction="output"))
             return decided
 
         def release(redact: bool = False) -> bytes:
@@ -576,8 +571,11 @@ class Moderation:
     # --- events ----------------------------------------------------------------------------
     async def _record(self, decision: Decision, ctx: Context, direction: str, text: str) -> None:
         """One event for one decision: the action applied and the category that decided it, with
-        every flagged category and its score."""
+        every flagged category and its score; the decision is also noted for the response's `moderation`."""
         from safety import pii
+
+        ctx.infos.append(ModerationInfo(flagged=True, categories=decision.categories, action=decision.action,
+                                        direction=direction))
 
         excerpt, _ = pii.redact(text)
         excerpt = " ".join(excerpt.split())
