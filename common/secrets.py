@@ -54,6 +54,12 @@ def environment_for(service: str, environ: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in environ.items() if key not in ALL_SECRETS or key in allowed}
 
 
+def new_secret() -> str:
+    """A random secret (256 bits) as 64 hex digits. Not token_urlsafe: one in 64 of those starts with "-",
+    and a key passed on a command line (vLLM's and llama-server's --api-key) is then read as an option."""
+    return secrets.token_hex(32)
+
+
 def ensure_dev_secrets(path: Path, environ: dict[str, str]) -> dict[str, str]:
     """Random values for every secret that `environ` leaves empty, generated once and kept in `path`
     (mode 0600, git-ignored), so `make run` is closed by default and stable across restarts."""
@@ -71,7 +77,7 @@ def ensure_dev_secrets(path: Path, environ: dict[str, str]) -> dict[str, str]:
         if current and not (name == "LLM_API_KEY_LOCAL" and current == "dummy"):
             continue
         if not stored.get(name):
-            stored[name] = secrets.token_urlsafe(32)
+            stored[name] = new_secret()
             changed = True
     if changed:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from common.logging import get_logger
+from common.secrets import new_secret
 from llm_server.adapters import AdapterNameError, discover_adapters, parse_adapter_name
 from llm_server.device import Capabilities
 from llm_server.serve import StartupError, stop_process_group
@@ -355,7 +356,7 @@ class LlamaCppEngine:
 
     async def _launch(self, loras: dict[str, Path]) -> Backend:
         assert self.gguf is not None
-        port, key = _free_port(), secrets.token_urlsafe(24)
+        port, key = _free_port(), new_secret()
         argv, reasons = llama_server_command(self.settings, self.binary, self.gguf, list(loras.values()), port, key,
                                              self.caps, self.max_position_embeddings)
         for reason in reasons:

@@ -72,7 +72,7 @@ class LLMServerSettings(ServiceSettings):
         if self.app_env != "dev" and self.vllm_api_key.strip() in WELL_KNOWN_KEYS:
             raise ValueError(f"LLM_API_KEY_LOCAL must be a secret of your own when APP_ENV={self.app_env}: "
                              f"{self.vllm_api_key or 'an empty key'!r} would leave vLLM open to every pod "
-                             '(generate one: python -c "import secrets;print(secrets.token_urlsafe(32))")')
+                             '(generate one: python -c "import secrets;print(secrets.token_hex(32))")')
         return self
 
     @property

@@ -1,11 +1,12 @@
 """Each service holds only its own credentials; `make run` generates the missing ones once."""
 
 import os
+import re
 import stat
 import subprocess
 import sys
 
-from common.secrets import ALL_SECRETS, SECRETS_BY_SERVICE, ensure_dev_secrets, environment_for
+from common.secrets import ALL_SECRETS, SECRETS_BY_SERVICE, ensure_dev_secrets, environment_for, new_secret
 from tests.support.processes import REPO_ROOT
 
 EVERYTHING = {name: f"value-of-{name}" for name in ALL_SECRETS} | {"PATH": "/bin", "APP_ENV": "dev"}
@@ -44,3 +45,12 @@ def test_launch_strips_what_the_service_may_not_hold():
                           "import os; print(sorted(k for k in os.environ if k.endswith(('TOKEN','KEY_LOCAL','SECRET','KEY_CLOUD'))))"],
                          env=env, cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['GRAPHRAG_API_TOKEN']"
+
+
+def test_generated_secrets_never_read_as_a_command_line_option(tmp_path):
+    """vLLM and llama-server take their key as `--api-key KEY`: a key starting with "-" stops them starting
+    (one token_urlsafe value in 64 did), so every generated secret is plain hex."""
+    drawn = [new_secret() for _ in range(2000)]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", s) for s in drawn) and len(set(drawn)) == len(drawn)
+    stored = ensure_dev_secrets(tmp_path / "secrets.env", {})
+    assert stored and all(re.fullmatch(r"[0-9a-f]{64}", v) for v in stored.values())
