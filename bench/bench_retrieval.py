@@ -11,7 +11,7 @@ queries.jsonl and qrels/test.tsv (qrels/train.tsv optional). A document becomes 
 file (title as heading) chunked and indexed by the same code as `python -m graphrag.build`; a
 document's score is its best chunk's.
 
---fit chooses the hybrid fusion (weighted or RRF) and the leg weights by grid search on the
+--fit chooses the hybrid fusion (weighted min-max, z-score or RRF) and the leg weights by grid search on the
 *train* queries of the first corpus that has qrels/train.tsv (SciFact: 809 queries) and writes
 them to graphrag/retrieval_weights.json, which the service loads; test queries are only
 evaluated afterwards. Embeddings are cached under TUTORSTACK_HOME keyed by content hash and
@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common.paths import tutorstack_home  # noqa: E402
 from graphrag.builder import BuildOptions, assemble_and_write, chunk_file  # noqa: E402
 from graphrag.documents import markdown_blocks  # noqa: E402
-from graphrag.fusion import top_items  # noqa: E402
+from graphrag.fusion import top_items, zscore_fusion  # noqa: E402
 from graphrag.index_store import index_size_bytes, load_index  # noqa: E402
 from graphrag.language import primary_language  # noqa: E402
 from graphrag.rerank import load_reranker  # noqa: E402
@@ -57,6 +57,7 @@ ANCHORS = "SciFact published anchors: BM25 0.665, all-MiniLM-L6-v2 0.645 nDCG@10
 GRID_KEYWORD = (0.0, 0.25, 0.5, 0.75, 1.0)
 GRID_GRAPH = (0.0, 0.25, 0.5, 0.75, 1.0)
 GRID_DENSE = (0.5, 1.0, 1.5, 2.0)
+FUSIONS = ("weighted", "zscore", "rrf")
 
 
 # ---- data and metrics ------------------------------------------------------------------------
@@ -170,19 +171,28 @@ def fit(retriever: Retriever, queries, qrels, progress=True) -> dict:
     for n, (query_id, text) in enumerate(queries.items(), start=1):
         signals, candidates, coverage, _ = retriever.signals(text)
         keep = {name: {i: float(signals[name][i]) for i in ranking} for name, ranking in candidates.items()}
-        cached.append((query_id, keep, candidates, coverage))
+        # for "zscore": every leg's z-score (over all the chunks it scores) at every candidate of any leg
+        union = list(dict.fromkeys(i for ranking in candidates.values() for i in ranking))
+        z = {name: {i: float(values[i]) for i in union}
+             for name, values in retriever.normalized_signals(signals, candidates).items()}
+        cached.append((query_id, keep, z, candidates, coverage))
         if progress and n % 200 == 0:
             print(f"[fit] signals {n}/{len(queries)}", file=sys.stderr, flush=True)
     results = []
-    grid = [("weighted", k, g, d) for k, g, d in itertools.product(GRID_KEYWORD, GRID_GRAPH, GRID_DENSE)]
-    grid += [("rrf", k, g, d) for k, g, d in itertools.product(GRID_KEYWORD, GRID_GRAPH, GRID_DENSE)]
+    grid = [(fusion, k, g, d) for fusion in FUSIONS
+            for k, g, d in itertools.product(GRID_KEYWORD, GRID_GRAPH, GRID_DENSE)]
     for fusion, k, g, d in grid:
         if k == 0 and g == 0:
             continue
         weights = {"keyword": k, "graph": g, "dense": d}
         total = 0.0
-        for query_id, keep, candidates, coverage in cached:
-            fused = retriever.fuse(_Signals(keep), candidates, coverage, weights, fusion)
+        for query_id, keep, z, candidates, coverage in cached:
+            if fusion == "zscore":
+                legs = retriever.leg_weights(candidates, coverage, weights)
+                fused = zscore_fusion({name: z[name] for name in legs}, legs,
+                                      dict.fromkeys(i for name in legs for i in candidates[name]))
+            else:
+                fused = retriever.fuse(_Signals(keep), candidates, coverage, weights, fusion)
             total += ndcg_at_k(chunks_to_documents(retriever, top_items(fused, 120)), qrels[query_id])
         results.append((total / len(cached), fusion, weights))
     results.sort(key=lambda r: (-r[0], r[1], sorted(r[2].items())))
@@ -202,7 +212,7 @@ def write_weights(path: Path, fitted: dict, data_name: str, train_queries: int, 
         "fitted_on": f"{data_name} qrels/train.tsv ({train_queries} queries), EMBEDDING_PROVIDER={provider}",
         "objective": "mean nDCG@10 over train queries (documents = best chunk)",
         "train_ndcg@10": round(score, 4),
-        "grid": {"fusion": ["weighted", "rrf"], "keyword": GRID_KEYWORD, "graph": GRID_GRAPH, "dense": GRID_DENSE,
+        "grid": {"fusion": list(FUSIONS), "keyword": GRID_KEYWORD, "graph": GRID_GRAPH, "dense": GRID_DENSE,
                  "points": fitted["points"]},
         "runner_up": [{"train_ndcg@10": round(s, 4), "fusion": f, "weights": w} for s, f, w in fitted["top5"][1:]],
         "config": {"fusion": fusion, "hybrid_weights": weights, **kept},

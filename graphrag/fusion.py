@@ -34,5 +34,35 @@ def weighted_score_fusion(scores: dict[str, dict[int, float]], weights: dict[str
     return fused
 
 
+def zscore_normalize(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """One leg's scores as z-scores over every chunk that the leg scores (`valid`: their row
+    numbers; default all), not only over its top candidates: a query's whole score distribution
+    calibrates the leg (a cosine of 0.8 means little where most chunks score 0.75). Rows outside
+    `valid` get the lowest z of the valid ones (like a candidate a leg did not return in
+    weighted_score_fusion, which counts as that leg's minimum)."""
+    values = np.asarray(values, dtype=np.float64)
+    pool = values if valid is None else values[valid]
+    out = np.zeros_like(values)
+    if pool.size == 0:
+        return out
+    mean, std = float(pool.mean()), float(pool.std())
+    z = (pool - mean) / (std if std > 0 else 1.0)
+    if valid is None:
+        return z
+    out[:] = float(z.min())
+    out[valid] = z
+    return out
+
+
+def zscore_fusion(normalized: dict[str, np.ndarray], weights: dict[str, float], items) -> dict[int, float]:
+    """Weighted sum of z-normalised leg scores (zscore_normalize) for the candidate `items`
+    (the union of the legs' candidates); every leg contributes its score for every item,
+    also for items it did not rank among its own candidates."""
+    fused: dict[int, float] = {}
+    for item in items:
+        fused[item] = float(sum(weights.get(name, 1.0) * z[item] for name, z in normalized.items()))
+    return fused
+
+
 def top_items(scores: dict[int, float], k: int) -> list[int]:
     return [item for item, _ in sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))[:k]]

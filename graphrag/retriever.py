@@ -14,7 +14,8 @@ from typing import Literal
 import numpy as np
 
 from graphrag.dense import Embedder
-from graphrag.fusion import reciprocal_rank_fusion, top_items, weighted_score_fusion
+from graphrag.fusion import (reciprocal_rank_fusion, top_items, weighted_score_fusion, zscore_fusion,
+                             zscore_normalize)
 from graphrag.index_store import DenseLeg, IndexData
 from graphrag.language import coverage, language_shares
 from graphrag.text import phrase_runs, surface_forms, tokenize
@@ -40,7 +41,9 @@ class RetrievalConfig:
     expansion_weight: float = 0.3
     community_bonus: float = 0.05  # pull toward the seeds' dominant community
     candidates: int = 100  # per retriever, before fusion
-    fusion: Literal["rrf", "weighted"] = "weighted"
+    # "weighted": min-max over each leg's own candidates; "zscore": z-scores over all the chunks
+    # a leg scores (graphrag.fusion.zscore_normalize); "rrf": reciprocal ranks. The fit chooses.
+    fusion: Literal["rrf", "weighted", "zscore"] = "weighted"
     # Leg weights; a dense leg's weight is further multiplied by the share of the query's
     # language that its model covers (graphrag.language), so an English-only model gives a
     # Chinese query no dense signal at all instead of a misleading one.
@@ -245,8 +248,10 @@ class Retriever:
             signals[name] = dense
         return signals, candidates, coverage, expansion
 
-    def fuse(self, signals: dict, candidates: dict, coverage: dict[str, float],
-             weights: dict[str, float] | None = None, fusion: str | None = None) -> dict[int, float]:
+    def leg_weights(self, candidates: dict, coverage: dict[str, float],
+                    weights: dict[str, float] | None = None) -> dict[str, float]:
+        """Each leg's weight for this query: the fitted weight, a dense leg's times the share of
+        the query's language it covers; legs without candidates drop out."""
         weights = dict(weights or self.config.hybrid_weights)
         leg_weights = {"keyword": weights.get("keyword", 0.0), "graph": weights.get("graph", 0.0)}
         for name, share in coverage.items():
@@ -254,15 +259,38 @@ class Retriever:
         leg_weights = {name: w for name, w in leg_weights.items() if w > 0 and candidates.get(name)}
         if not leg_weights:
             leg_weights = {name: 1.0 for name in ("keyword", "graph") if candidates.get(name)}
-        if (fusion or self.config.fusion) == "rrf":
+        return leg_weights
+
+    def scored_rows(self, leg: str, mask: np.ndarray | None = None) -> np.ndarray | None:
+        """Rows a leg gives a score (a dense leg: the chunks it has vectors for), within the path
+        filter; None: every chunk."""
+        legs = self.index.legs()
+        rows = legs[leg].rows if leg in legs and self.embedders.get(leg) is not None else None
+        if mask is None:
+            return rows
+        return np.flatnonzero(mask) if rows is None else rows[mask[rows]]
+
+    def normalized_signals(self, signals: dict, names, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """z-normalised full score arrays of `names` (for fusion "zscore")."""
+        return {name: zscore_normalize(signals[name], self.scored_rows(name, mask)) for name in names}
+
+    def fuse(self, signals: dict, candidates: dict, coverage: dict[str, float],
+             weights: dict[str, float] | None = None, fusion: str | None = None,
+             mask: np.ndarray | None = None) -> dict[int, float]:
+        leg_weights = self.leg_weights(candidates, coverage, weights)
+        fusion = fusion or self.config.fusion
+        if fusion == "rrf":
             return reciprocal_rank_fusion({k: candidates[k] for k in leg_weights}, leg_weights)
+        if fusion == "zscore":
+            items = dict.fromkeys(i for name in leg_weights for i in candidates[name])
+            return zscore_fusion(self.normalized_signals(signals, leg_weights, mask), leg_weights, items)
         return weighted_score_fusion({name: {i: float(signals[name][i]) for i in candidates[name]}
                                       for name in leg_weights}, leg_weights)
 
     def hybrid(self, query: str, query_tokens: list[str], top_k: int,
                mask: np.ndarray | None) -> tuple[list[Hit], list[str]]:
         signals, candidates, coverage, expansion = self.signals(query, query_tokens, mask)
-        fused = self.fuse(signals, candidates, coverage)
+        fused = self.fuse(signals, candidates, coverage, mask=mask)
         ranks = {name: {item: r for r, item in enumerate(ranking, start=1)} for name, ranking in candidates.items()}
         hits = []
         for i in top_items(fused, top_k):
