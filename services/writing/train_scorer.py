@@ -394,11 +394,14 @@ def diagnose(x: np.ndarray, y: np.ndarray, prompts: np.ndarray, gold: np.ndarray
         train, test = prompts != p, prompts == p
         bundle = fit_bundle(x[train], y[train], prompts[train], recipe)
         mean, sd = float(y[test].mean()), float(y[test].std())
-        k = lambda b: qwk(gold[test], denorm(streamed(b, x[test], p), p), *RANGES[p])  # noqa: E731
         xt = x[test]
+
+        def kappa(b: dict) -> float:
+            return qwk(gold[test], denorm(streamed(b, xt, p), p), *RANGES[p])
+
         rel = relative_z(bundle, xt, standardise(xt, xt.mean(0), xt.std(0)))
-        out[p] = {"streamed": k(bundle), "true_mean": k(_with_prior(bundle, mean=mean)),
-                  "true_sd": k(_with_prior(bundle, sd=sd)), "true_both": k(_with_prior(bundle, mean, sd)),
+        out[p] = {"streamed": kappa(bundle), "true_mean": kappa(_with_prior(bundle, mean=mean)),
+                  "true_sd": kappa(_with_prior(bundle, sd=sd)), "true_both": kappa(_with_prior(bundle, mean, sd)),
                   "cold": qwk(gold[test], denorm(bundle["absolute"].predict(xt), p), *RANGES[p]),
                   "spearman": float(spearmanr(rel, y[test]).correlation),
                   "mean_error": mean - bundle["prior_mean"],
