@@ -3,6 +3,7 @@
     python bench/bench_writing.py                       # QWK + in-process latency (deterministic + LLM if reachable)
     python bench/bench_writing.py --gateway http://localhost:8080 --key $KEY   # + end-to-end through the gateway
     python bench/bench_writing.py --skip-qwk --runs 20
+    python bench/bench_writing.py --anchors             # only the teacher-anchor rows (~30 s): writing_anchors.md
 
 QWK: for each ASAP prompt (1-6, 8) the scorer is trained on the other prompts and the held-out predictions are
 mapped back to that prompt's score range (cross-prompt; the held-out prompt's essays streamed in essay-id order
@@ -12,6 +13,9 @@ previous scorer (v2, asap-cp-2) and the new one (v3, its recipe chosen by nested
 training prompts only) side by side, from one run. Latency: a ~600-word essay, p50/p95 over --runs
 requests; the scorer alone (features + models, cold and with assignment statistics) per essay.
 Results are printed as markdown and written to bench/results/writing.md.
+--anchors: cross-prompt QWK when the first m = 0, 3, 5, 10 essays of each held-out prompt are teacher-scored (their
+human score given as the anchor) and left out, the rest shifted as the service does; k0 chosen on the training
+prompts only (services/writing/train_scorer.py anchor_eval). A separate setting, never the headline figure.
 """
 
 from __future__ import annotations
@@ -58,6 +62,23 @@ def bench_qwk(data: Path) -> tuple[str, dict]:
     with threadpool_limits(1):  # as train_scorer: one OpenMP thread per fit on a shared box
         result = T.evaluate(rows, x, y, prompts)
     return T.report_md(result, len(rows), time.time() - started), result
+
+
+def bench_anchors(data: Path) -> str:
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from services.writing import train_scorer as T
+
+    rows = T.load(data)
+    x = T.featurise(rows, Path("/tmp/tutorstack_writing_features.npz"))
+    prompts = np.array([r["prompt"] for r in rows])
+    y = np.array([T.norm(r["score"], r["prompt"]) for r in rows])
+    started = time.time()
+    recipe = T.shipped_recipe()  # the trained artefact's recipe; the held-out fits take seconds, not the pipeline
+    with threadpool_limits(1):
+        d = T.anchor_eval(x, y, prompts, np.array([r["score"] for r in rows]), recipe)
+    return T.anchors_md(d, recipe, len(rows), time.time() - started)
 
 
 def bench_scorer(runs: int) -> list[str]:
@@ -160,10 +181,18 @@ def main() -> int:
     ap.add_argument("--stack", action="store_true",
                     help="start Redis, vLLM, ai_service, gateway and the writing service (as the tests do) and "
                          "measure the whole path with the real LLM")
+    ap.add_argument("--anchors", action="store_true",
+                    help="only the teacher-anchor rows (m = 0, 3, 5, 10 teacher-scored essays per held-out prompt); "
+                         "writes bench/results/writing_anchors.md")
     ap.add_argument("--gateway", default="")
     ap.add_argument("--key", default=os.environ.get("TUTORSTACK_API_KEY", ""))
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "writing.md")
     args = ap.parse_args()
+    if args.anchors:
+        md = bench_anchors(args.data)
+        print(md)
+        (ROOT / "bench" / "results" / "writing_anchors.md").write_text(md)
+        return 0
     out = [f"# Writing analysis bench\n\nMachine: {os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.1f} at "
            f"the start), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n"]
     if not args.skip_qwk:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import unicodedata
 from dataclasses import dataclass, field
 
@@ -131,6 +132,29 @@ def assignment_key(request: AnalyzeRequest) -> str | None:
     return None
 
 
+def overall_scale(request: AnalyzeRequest) -> tuple[float, float]:
+    """The request's overall scale: the custom rubric's, else the built-in one."""
+    if request.rubric:
+        return float(request.rubric.scale.min), float(request.rubric.scale.max)
+    return float(R.BUILTIN_SCALE[0]), float(R.BUILTIN_SCALE[1])
+
+
+def teacher_normalised(request: AnalyzeRequest) -> float | None:
+    """The request's teacher_score normalised to [0, 1] over its overall scale; None when not given; 422 when it
+    has no assignment (assignment_id or prompt) or lies outside the scale. Call after the caller's role check."""
+    score = request.teacher_score
+    if score is None:
+        return None
+    if not (request.assignment_id or (request.prompt and request.prompt.strip())):
+        raise OpenAIError(422, "`teacher_score` needs the essay's assignment: give `assignment_id` (or `prompt`).",
+                          code="assignment_required", param="assignment_id")
+    lo, hi = overall_scale(request)
+    if not math.isfinite(score) or not lo <= score <= hi:
+        raise OpenAIError(422, f"`teacher_score` must be a number on the overall scale [{lo:g}, {hi:g}].",
+                          code="teacher_score_out_of_scale", param="teacher_score")
+    return (score - lo) / (hi - lo)
+
+
 def content_hash(content: str) -> str:
     return hashlib.sha256(" ".join(content.split()).encode("utf-8")).hexdigest()[:24]
 
@@ -148,8 +172,10 @@ def feedback_language(request: AnalyzeRequest, content_language: str) -> str:
     return content_language
 
 
-def analyse_request(request: AnalyzeRequest, scorer: Scorer, stats: AssignmentStats | None = None) -> Deterministic:
-    """`stats`: running feature statistics of earlier essays of the same assignment (None: unknown assignment)."""
+def analyse_request(request: AnalyzeRequest, scorer: Scorer, stats: AssignmentStats | None = None,
+                    anchor_offset: float = 0.0) -> Deterministic:
+    """`stats`: running feature statistics of earlier essays of the same assignment (None: unknown assignment);
+    `anchor_offset`: the assignment's teacher-anchor shift of the normalised score (scorer.anchor_offset)."""
     content = request.content
     language = detect_language(content)
     lang = feedback_language(request, language)
@@ -159,7 +185,7 @@ def analyse_request(request: AnalyzeRequest, scorer: Scorer, stats: AssignmentSt
     else:
         points = scale_points(*R.BUILTIN_SCALE, 1.0)
     x = scorer.features(content, a)
-    prediction = scorer.predict_vector(x, stats, points)
+    prediction = scorer.predict_vector(x, stats, points, anchor_offset)
     issue_spans: dict[str, list[tuple[int, int]]] = {}
     for issue in a.issues:
         issue_spans.setdefault(issue.type, []).append((issue.start, issue.end))

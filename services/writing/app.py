@@ -1,7 +1,8 @@
 """The writing analysis service (port 8004).
 
 Route (needs WRITING_API_TOKEN; ai_service forwards it from the gateway):
-  POST /v1/writing/analyze   rubric scores (calibrated scorer), metrics, issues with exact spans, feedback
+  POST /v1/writing/analyze   rubric scores (calibrated scorer), metrics, issues with exact spans, feedback;
+                             a teacher/admin key may add `teacher_score` to anchor the assignment's level
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from common.errors import OpenAIError
 from common.http import make_client
 from common.logging import get_logger
 from services.writing.analysis import (analyse_request, assignment_key, content_hash, issue_dict, parse_request,
-                                       public_scores)
+                                       public_scores, teacher_normalised)
 from services.writing.llm import LlmFailed, LlmReviewer
 from services.writing.rubric import SKILLS
 from services.writing.schemas import AnalyzeRequest, AnalyzeResponse
-from services.writing.scorer import FEATURES, Scorer
+from services.writing.scorer import FEATURES, Scorer, anchor_offset
 from services.writing.settings import WritingSettings
 from services.writing.store import AssignmentStatsStore, ProfileStore, now_iso
 
@@ -32,7 +33,8 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(require_service_token)])
 ERROR_RESPONSES = {code: {"description": text} for code, text in {
     400: "empty, whitespace-only, binary or undecodable content; unknown writing_type (lists the valid ones)",
     413: "content over WRITING_MAX_CONTENT_CHARS characters or body over WRITING_MAX_BODY_BYTES",
-    422: "malformed rubric (says what is wrong)", 403: "a student key acting for another user_id"}.items()}
+    422: "malformed rubric (says what is wrong); teacher_score without assignment_id/prompt or outside the scale",
+    403: "a student key acting for another user_id; teacher_score from a key that is not teacher or admin"}.items()}
 
 
 class Writing:
@@ -75,15 +77,29 @@ async def analyze(request: Request, caller: Caller = Depends(require_service_tok
     body = parse_request(await request.body(), max_body_bytes=w.settings.max_body_bytes,
                          max_chars=w.settings.max_content_chars)
     user_id = _learner(caller, body.user_id)
+    if body.teacher_score is not None and not caller.is_staff:
+        raise OpenAIError(403, "Only a teacher or admin key may give `teacher_score`.", code="teacher_role_required",
+                          param="teacher_score")
+    teacher = teacher_normalised(body)  # 422 without an assignment or outside the scale
     assignment = assignment_key(body) if w.settings.assignment_calibration else None
-    stats = None
+    stats, anchors_m, anchors_sum = None, 0, 0.0
     if assignment:
         try:
-            stats = await w.assignments.get(assignment, len(FEATURES))
+            stats, anchors_m, anchors_sum = await w.assignments.get_all(assignment, len(FEATURES))
         except Exception as exc:  # calibration is an improvement, never a reason to fail the analysis
             log.warning("assignment stats unavailable", extra={"error": repr(exc)})
-            assignment = None
-    det = await run_in_threadpool(analyse_request, body, w.scorer, stats)
+            assignment, anchors_m, anchors_sum = None, 0, 0.0
+    offset = anchor_offset(anchors_m, anchors_sum, w.settings.anchor_k0)
+    det = await run_in_threadpool(analyse_request, body, w.scorer, stats, offset)
+    anchor_recorded = False
+    if assignment and teacher is not None:
+        # The residual is taken from the prediction made before this anchor, without the earlier anchors' offset:
+        # the offset estimates the mean of teacher - model over the assignment's anchors.
+        try:
+            anchor_recorded = await w.assignments.add_anchor(assignment, content_hash(body.content),
+                                                             teacher - det.prediction.unanchored)
+        except Exception as exc:
+            log.warning("teacher anchor not recorded", extra={"error": repr(exc)})
     if assignment:
         try:
             await w.assignments.add(assignment, content_hash(body.content), det.features)
@@ -134,7 +150,8 @@ async def analyze(request: Request, caller: Caller = Depends(require_service_tok
         metrics=det.analysis.metrics, feedback=det.feedback,
         model={"scorer": w.scorer.version, "scorer_cross_prompt_qwk": info.get("cross_prompt_qwk_mean"),
                "llm": llm_model, "calibration": det.prediction.calibration,
-               "assignment_essays": det.prediction.essays_seen},
+               "assignment_essays": det.prediction.essays_seen, "anchors": anchors_m,
+               "anchor_offset": round(offset, 4), "anchor_recorded": anchor_recorded},
         degraded=degraded, degraded_reason=reason, user_id=user_id, profile_updated=profile_updated,
         latency_ms=round((time.perf_counter() - started) * 1000, 1))
     w.analyses.labels("writing", "degraded" if degraded else "ok").inc()
@@ -143,6 +160,7 @@ async def analyze(request: Request, caller: Caller = Depends(require_service_tok
                                         "llm_issues": llm_added, "llm_dropped": llm_dropped,
                                         "profile_updated": profile_updated, "calibration": det.prediction.calibration,
                                         "assignment_essays": det.prediction.essays_seen,
+                                        "anchors": anchors_m, "anchor_recorded": anchor_recorded,
                                         "latency_ms": response.latency_ms})
     return response
 

@@ -58,6 +58,11 @@ class AnalyzeRequest(BaseModel):
                                                         "scorer's per-assignment calibration; without it the "
                                                         "prompt text's hash is used, and without either none")
     rubric: Rubric | None = Field(None, description="a custom rubric that replaces the built-in one")
+    teacher_score: float | None = Field(
+        None, description="teacher or admin keys only (403 otherwise): the teacher's overall score for this essay, on "
+                          "the request's overall scale (the built-in 1-6 or the custom rubric's scale; 422 outside "
+                          "it). Needs `assignment_id` or `prompt` (422). The essay is scored as usual; the score "
+                          "then anchors the assignment's level for later essays (docs/writing.md, Teacher anchors)")
 
 
 class Scale(BaseModel):
@@ -175,6 +180,13 @@ class ModelInfo(BaseModel):
         "absolute", description="`assignment`: the overall score is calibrated against the running statistics of "
                                 "earlier essays of the same assignment; `absolute`: the prompt-free cold-start model")
     assignment_essays: int = Field(0, description="earlier essays of this assignment the calibration used")
+    anchors: int = Field(0, description="teacher-scored essays (teacher_score) of this assignment whose offset "
+                                        "this score includes (recorded before this request)")
+    anchor_offset: float = Field(0.0, description="the shift of the normalised overall score from those anchors: "
+                                                  "sum of residuals / (anchors + k0); 0 without anchors")
+    anchor_recorded: bool = Field(False, description="true when this request's teacher_score was recorded as a new "
+                                                     "anchor (false: none given, the same text already anchored, or "
+                                                     "Redis unavailable)")
     llm: str | None = Field(None, description="the LLM that wrote the llm-sourced issues; null when none did")
 
 

@@ -142,6 +142,17 @@ class Prediction:
     calibration: str = "absolute"  # absolute | assignment
     essays_seen: int = 0
     absolute: float = 0.0  # the cold-start estimate, for logs and tests
+    unanchored: float = 0.0  # the holistic score before the teacher anchors' offset (residuals are taken from it)
+    anchor_offset: float = 0.0  # the offset the assignment's teacher anchors added (0: none)
+
+
+def anchor_offset(m: int, residual_sum: float, k0: float) -> float:
+    """The assignment's level shift from m teacher anchors: the mean residual (teacher's normalised score minus the
+    model's normalised prediction), shrunk towards 0 as if k0 anchors with residual 0 had been seen:
+    sum / (m + k0). No anchors (or a degenerate m + k0) -> 0. Clipped to [-1, 1]."""
+    if m <= 0 or m + k0 <= 0:
+        return 0.0
+    return float(np.clip(residual_sum / (m + k0), -1.0, 1.0))
 
 
 class Scorer:
@@ -164,23 +175,27 @@ class Scorer:
         return feature_vector(text, analysis)
 
     def predict(self, text: str, analysis: Analysis | None = None, stats: AssignmentStats | None = None,
-                points: float | None = None) -> Prediction:
+                points: float | None = None, offset: float = 0.0) -> Prediction:
         """`stats`: the assignment's essays seen before this one (None = unknown assignment); `points`: the number
         of steps on the target scale ((max - min) / step), which sets the prior spread."""
         x = self.features(text, analysis)
-        return self.predict_vector(x, stats, points)
+        return self.predict_vector(x, stats, points, offset)
 
     def predict_vector(self, x: np.ndarray, stats: AssignmentStats | None = None,
-                       points: float | None = None) -> Prediction:
+                       points: float | None = None, offset: float = 0.0) -> Prediction:
+        """`offset`: the teacher anchors' shift of the normalised score (anchor_offset); the holistic score and,
+        through it, every trait move by it (clipped to [0, 1])."""
         # One row: OpenMP threads only add contention (seconds on a busy 2-core box instead of milliseconds).
         with threadpool_limits(1):
             h, n = self.holistic_batch(x.reshape(1, -1), stats_rows(stats, 1), points)
             absolute = float(np.clip(self.holistic.predict(x.reshape(1, -1))[0], 0.0, 1.0))
-            holistic = float(h[0])
+            unanchored = float(h[0])
+            holistic = float(np.clip(unanchored + offset, 0.0, 1.0))
             traits = {name: float(np.clip(holistic + model.predict(x.reshape(1, -1))[0], 0.0, 1.0))
                       for name, model in self.traits.items()}
         mode = "assignment" if n[0] >= self.min_essays else "absolute"
-        return Prediction(holistic=holistic, traits=traits, calibration=mode, essays_seen=int(n[0]), absolute=absolute)
+        return Prediction(holistic=holistic, traits=traits, calibration=mode, essays_seen=int(n[0]), absolute=absolute,
+                          unanchored=unanchored, anchor_offset=float(offset))
 
     def holistic_batch(self, x: np.ndarray, stats: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
                        points: float | None) -> tuple[np.ndarray, np.ndarray]:

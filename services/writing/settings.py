@@ -9,6 +9,10 @@ from pydantic import Field, model_validator
 from common.settings import ServiceSettings
 from services.writing.scorer import DEFAULT_MODEL_PATH
 
+# Chosen by `python -m services.writing.train_scorer --anchors` (leave-one-prompt-out over the seven training prompts;
+# bench/results/writing_anchors.md).
+K0_DEFAULT = 8.0
+
 
 class WritingSettings(ServiceSettings):
     host: str = Field(default="127.0.0.1", validation_alias="WRITING_HOST")
@@ -32,6 +36,9 @@ class WritingSettings(ServiceSettings):
     # prompt text's hash) in Redis; used once the scorer's min_essays essays of that assignment have been seen.
     assignment_calibration: bool = Field(default=True, validation_alias="WRITING_ASSIGNMENT_CALIBRATION")
     assignment_stats_ttl_days: int = Field(default=180, ge=1, validation_alias="WRITING_ASSIGNMENT_STATS_TTL_DAYS")
+    # Teacher anchors (teacher_score on analyze): later essays of the assignment are shifted by
+    # sum(residuals) / (m + k0); k0 chosen by leave-one-prompt-out on the training prompts (train_scorer --anchors).
+    anchor_k0: float = Field(default=K0_DEFAULT, ge=0, validation_alias="WRITING_ANCHOR_K0")
 
     @model_validator(mode="after")
     def _token_outside_dev(self) -> "WritingSettings":

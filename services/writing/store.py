@@ -88,13 +88,28 @@ class ProfileStore:
                     continue
 
 
+ADD_ANCHOR = """
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'anchor_m', 1)
+redis.call('HINCRBYFLOAT', KEYS[1], 'anchor_sum', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+
 class AssignmentStatsStore:
     """Running feature statistics per assignment (the scorer's per-assignment calibration; docs/writing.md).
 
     One Redis hash per assignment, `writing:assignment:{course_id}:{assignment}`: field `n` (essays) and, per
     feature i, `s{i}` (sum) and `q{i}` (sum of squares), updated atomically with HINCRBY/HINCRBYFLOAT. A set of
     content hashes (`...:seen`) keeps a resubmitted text from being counted twice. Only numbers are stored, never
-    the text. Both keys expire `ttl_sec` after the last essay."""
+    the text. Both keys expire `ttl_sec` after the last essay.
+
+    Teacher anchors (docs/writing.md "Teacher anchors"): fields `anchor_m` (anchors) and `anchor_sum` (sum of the
+    residuals, teacher's normalised score - the model's normalised prediction before that anchor) in the same hash,
+    and a hash `...:anchors` (content hash -> residual) so the same text anchors once; updated atomically by one
+    Lua script (HSETNX, HINCRBY, HINCRBYFLOAT, EXPIRE)."""
 
     def __init__(self, client: redis.Redis, prefix: str = "writing:assignment:", ttl_sec: int = 180 * 86400,
                  max_seen: int = 5000):
@@ -113,6 +128,27 @@ class AssignmentStatsStore:
         return AssignmentStats(n=int(float(raw["n"])),
                                sums=np.array([float(raw.get(f"s{i}", 0.0)) for i in range(width)]),
                                sumsq=np.array([float(raw.get(f"q{i}", 0.0)) for i in range(width)]))
+
+    async def get_all(self, assignment: str, width: int) -> tuple[AssignmentStats | None, int, float]:
+        """One read: the running statistics (None before the first essay), anchors m and the residuals' sum."""
+        raw = await self.redis.hgetall(self.key(assignment))
+        m, total = int(float(raw.get("anchor_m", 0) or 0)), float(raw.get("anchor_sum", 0.0) or 0.0)
+        if not raw or int(float(raw.get("n", 0))) <= 0:
+            return None, m, total
+        return (AssignmentStats(n=int(float(raw["n"])),
+                                sums=np.array([float(raw.get(f"s{i}", 0.0)) for i in range(width)]),
+                                sumsq=np.array([float(raw.get(f"q{i}", 0.0)) for i in range(width)])), m, total)
+
+    async def anchors(self, assignment: str) -> tuple[int, float]:
+        m, total = await self.redis.hmget(self.key(assignment), "anchor_m", "anchor_sum")
+        return int(float(m or 0)), float(total or 0.0)
+
+    async def add_anchor(self, assignment: str, content_hash: str, residual: float) -> bool:
+        """Records one teacher anchor; False (nothing changed) when this text already anchored the assignment."""
+        key = self.key(assignment)
+        added = await self.redis.eval(ADD_ANCHOR, 2, key, key + ":anchors", content_hash, repr(float(residual)),
+                                      self.ttl_sec)
+        return bool(int(added))
 
     async def add(self, assignment: str, content_hash: str, x) -> bool:
         """Adds one essay's feature vector; False (nothing changed) when this text was already counted."""

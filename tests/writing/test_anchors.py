@@ -1,0 +1,165 @@
+"""Teacher anchors (docs/writing.md "Teacher anchors"): the offset math, the k0 evaluation, the request checks, the
+Redis store (a real redis-server) and the app in-process (dev mode, identity headers as ai_service sends them)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+
+import numpy as np
+import pytest
+import redis
+
+from common.errors import OpenAIError
+from services.writing import train_scorer as T
+from services.writing.analysis import teacher_normalised
+from services.writing.schemas import AnalyzeRequest
+from services.writing.scorer import FEATURES, Scorer, anchor_offset
+from tests.writing.samples import ENGLISH
+
+
+def test_anchor_offset_is_shrunk_mean_residual():
+    assert anchor_offset(0, 0.0, 8.0) == 0.0
+    assert anchor_offset(0, 0.5, 0.0) == 0.0  # no anchors, whatever the sum says
+    assert anchor_offset(2, 0.4, 0.0) == pytest.approx(0.2)  # k0 = 0: the plain mean residual
+    assert anchor_offset(2, 0.4, 2.0) == pytest.approx(0.1)  # as if 2 more anchors with residual 0
+    assert anchor_offset(10, -1.0, 8.0) == pytest.approx(-1.0 / 18)
+    assert anchor_offset(1, 5.0, 0.0) == 1.0 and anchor_offset(1, -5.0, 0.0) == -1.0  # clipped
+
+
+def test_offset_shifts_holistic_and_traits_clipped():
+    scorer = Scorer()
+    x = scorer.features(ENGLISH)
+    base = scorer.predict_vector(x, None, 5)
+    up = scorer.predict_vector(x, None, 5, offset=0.1)
+    assert base.anchor_offset == 0.0 and base.unanchored == pytest.approx(base.holistic)
+    assert up.unanchored == pytest.approx(base.holistic)  # residuals are taken from the unshifted prediction
+    assert up.holistic == pytest.approx(min(1.0, base.holistic + 0.1))
+    for name, value in base.traits.items():
+        assert up.traits[name] == pytest.approx(min(1.0, value + 0.1), abs=1e-9)
+    top = scorer.predict_vector(x, None, 5, offset=1.0)
+    assert top.holistic == 1.0 and all(v <= 1.0 for v in top.traits.values())
+
+
+def test_anchored_qwk_removes_a_level_bias_and_k0_choice():
+    rng = np.random.default_rng(0)
+    y = rng.uniform(0.1, 0.9, 400)
+    prompt = 2  # range 1-6
+    gold = T.denorm(y, prompt)
+    h = y - 0.2 + rng.normal(0, 0.03, len(y))  # right ranking, level 0.2 too low
+    plain = T.anchored_qwk(h, y, gold, prompt, 10, None)
+    assert T.anchored_qwk(h, y, gold, prompt, 10, 0.0) > plain + 0.05
+    # k0 = 0 trusts the anchors fully: best when the bias is real and the residuals are clean
+    best, means = T.choose_k0({prompt: (h, y, gold)})
+    assert best == 0.0 and means[0.0] > means[max(T.ANCHOR_K0)]
+    # no bias, noisy residuals: shrinkage wins
+    noisy = y + rng.normal(0, 0.02, len(y))
+    noisy[:10] = y[:10] + rng.choice([-0.3, 0.3], 10)
+    best, _ = T.choose_k0({prompt: (noisy, y, gold)})
+    assert best > 0.0
+
+
+def test_teacher_score_checks():
+    base = {"writing_type": "essay", "content": "Some text."}
+    assert teacher_normalised(AnalyzeRequest(**base)) is None
+    assert teacher_normalised(AnalyzeRequest(**base, teacher_score=6, assignment_id="a1")) == 1.0
+    assert teacher_normalised(AnalyzeRequest(**base, teacher_score=3.5, prompt="Write about X.")) == 0.5
+    custom = {"scale": {"min": 0, "max": 20}, "criteria": [{"id": "content"}]}
+    assert teacher_normalised(AnalyzeRequest(**base, teacher_score=15, assignment_id="a", rubric=custom)) == 0.75
+    for bad, code in ((dict(teacher_score=4), "assignment_required"),
+                      (dict(teacher_score=4, prompt="  "), "assignment_required"),
+                      (dict(teacher_score=7, assignment_id="a"), "teacher_score_out_of_scale"),
+                      (dict(teacher_score=0.5, assignment_id="a"), "teacher_score_out_of_scale"),
+                      (dict(teacher_score=math.nan, assignment_id="a"), "teacher_score_out_of_scale"),
+                      (dict(teacher_score=21, assignment_id="a", rubric=custom), "teacher_score_out_of_scale")):
+        with pytest.raises(OpenAIError) as err:
+            teacher_normalised(AnalyzeRequest(**base, **bad))
+        assert err.value.status == 422 and err.value.code == code, bad
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    from tests.support.processes import start_redis
+
+    proc, url = start_redis(tmp_path_factory.mktemp("anchors-redis"))
+    yield url
+    proc.stop()
+
+
+def test_store_records_each_text_once_atomically(redis_url):
+    import redis.asyncio as aredis
+
+    from services.writing.store import AssignmentStatsStore
+
+    async def run():
+        client = aredis.from_url(redis_url, decode_responses=True)
+        store = AssignmentStatsStore(client, ttl_sec=3600)
+        a = f"c:{uuid.uuid4().hex[:8]}"
+        assert await store.get_all(a, len(FEATURES)) == (None, 0, 0.0)
+        assert await store.add_anchor(a, "h1", 0.25)
+        assert not await store.add_anchor(a, "h1", 0.9)  # the same text anchors once; the first score counts
+        assert await store.add_anchor(a, "h2", -0.05)
+        assert await store.anchors(a) == (2, pytest.approx(0.2))
+        stats, m, total = await store.get_all(a, len(FEATURES))
+        assert stats is None and m == 2 and total == pytest.approx(0.2)  # anchors alone: no essay statistics yet
+        await store.add(a, "h1", np.arange(len(FEATURES), dtype=float))
+        stats, m, total = await store.get_all(a, len(FEATURES))
+        assert stats.n == 1 and stats.sums[3] == 3.0 and m == 2
+        raw = redis.Redis.from_url(redis_url, decode_responses=True)
+        assert 0 < raw.ttl(store.key(a)) <= 3600 and 0 < raw.ttl(store.key(a) + ":anchors") <= 3600
+        assert raw.hgetall(store.key(a) + ":anchors") == {"h1": "0.25", "h2": "-0.05"}
+        await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_app_anchors_an_assignment(redis_url):
+    """In-process (no LLM): a teacher's high score raises a later essay's score; a student's teacher_score is 403
+    and stores nothing; the same text anchors once; Redis down -> scored without anchors."""
+    from fastapi.testclient import TestClient
+
+    from services.writing.app import create_app
+    from services.writing.settings import WritingSettings
+
+    settings = WritingSettings(APP_ENV="dev", REDIS_URL=redis_url, WRITING_LLM_ENABLED=False)
+    teacher = {"x-tutorstack-role": "teacher", "x-tutorstack-user-id": "t-1", "x-tutorstack-key-id": "k-t"}
+    student = {"x-tutorstack-role": "student", "x-tutorstack-user-id": "s-1", "x-tutorstack-key-id": "k-s"}
+    aid = f"anchor-{uuid.uuid4().hex[:8]}"
+    key = f"writing:assignment:default:{aid}"
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    other = ENGLISH.replace("homework", "school uniforms")
+    # A continuous 0-100 scale so a small shift shows. Fewer than min_essays (3) essays of the assignment are seen
+    # throughout, so the unanchored prediction is the same cold-start one: the difference is the anchors' offset.
+    rubric = {"scale": {"min": 0, "max": 100, "step": None}, "criteria": [{"id": "content"}, {"id": "language"}]}
+    with TestClient(create_app(settings)) as client:
+        def post(headers, **body):
+            return client.post("/v1/writing/analyze", headers=headers, json={
+                "writing_type": "essay", "content": ENGLISH, "assignment_id": aid, "rubric": rubric, **body})
+
+        before = post(student).json()
+        assert before["model"]["anchors"] == 0 and before["model"]["anchor_recorded"] is False
+        denied = post(student, teacher_score=100)
+        assert denied.status_code == 403 and denied.json()["error"]["code"] == "teacher_role_required"
+        assert post(teacher, teacher_score=100, assignment_id=None).status_code == 422
+        assert post(teacher, teacher_score=101).status_code == 422
+        assert r.hget(key, "anchor_m") is None and int(r.hget(key, "n")) == 1  # the refused requests stored nothing
+        assert post(teacher, content=other, teacher_score=100).json()["model"]["anchor_recorded"] is True
+        assert post(teacher, content=other, teacher_score=0).json()["model"]["anchor_recorded"] is False
+        first = post(teacher, teacher_score=100).json()  # scored with the one earlier anchor, then anchors too
+        assert first["model"]["anchors"] == 1 and first["model"]["anchor_recorded"] is True
+        assert int(r.hget(key, "anchor_m")) == 2 and int(r.hget(key, "n")) == 2
+        after = post(student).json()
+        assert after["model"]["anchors"] == 2 and after["model"]["calibration"] == "absolute"
+        offset = float(r.hget(key, "anchor_sum")) / (2 + settings.anchor_k0)
+        assert offset > 0 and after["model"]["anchor_offset"] == pytest.approx(offset, abs=1e-4)
+        assert after["overall"]["score"] == pytest.approx(min(100.0, before["overall"]["score"] + 100 * offset), abs=0.11)
+        assert after["overall"]["score"] > before["overall"]["score"]
+        assert all(a["score"] >= b["score"] for a, b in zip(after["scores"], before["scores"]))
+    down = WritingSettings(APP_ENV="dev", REDIS_URL="redis://127.0.0.1:1/0", WRITING_LLM_ENABLED=False)
+    app = create_app(down)
+    client = TestClient(app)  # no lifespan: readiness would fail; the route itself must not
+    response = client.post("/v1/writing/analyze", headers=teacher,
+                           json={"writing_type": "essay", "content": ENGLISH, "assignment_id": aid, "teacher_score": 5})
+    assert response.status_code == 200, response.text
+    assert response.json()["model"]["anchors"] == 0 and response.json()["model"]["anchor_recorded"] is False

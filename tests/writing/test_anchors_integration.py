@@ -1,0 +1,47 @@
+"""Teacher anchors through the real gateway -> ai_service -> writing, with real Redis and vLLM."""
+
+from __future__ import annotations
+
+import uuid
+
+import jsonschema
+import pytest
+import redis
+
+from services.writing.schemas import AnalyzeResponse
+from tests.writing.samples import ENGLISH
+from tests.writing.test_writing_integration import analyze
+
+pytestmark = pytest.mark.integration
+
+# A continuous 0-100 scale so the anchors' shift shows; the assignment never reaches min_essays (3) essays, so the
+# unanchored prediction stays the same cold-start one and the difference is the teacher anchors' offset.
+RUBRIC = {"scale": {"min": 0, "max": 100, "step": None}, "criteria": [{"id": "content"}, {"id": "language"}]}
+
+
+def test_teacher_anchor_raises_later_scores_students_cannot_anchor(stack, writing):
+    r = redis.Redis.from_url(stack.platform.redis_url, decode_responses=True)
+    aid = f"anchored-{uuid.uuid4().hex[:8]}"
+    key = f"writing:assignment:default:{aid}"
+    teacher = stack.key_for("writing-teacher", role="teacher", user_id=f"t-{uuid.uuid4().hex[:6]}")
+    student_id = f"s-{uuid.uuid4().hex[:6]}"
+    student = stack.key_for("writing-anchor-student", role="student", user_id=student_id)
+
+    before = analyze(stack, student, content=ENGLISH, assignment_id=aid, rubric=RUBRIC)
+    assert before.status_code == 200, before.text
+    assert before.json()["model"]["anchors"] == 0
+    denied = analyze(stack, student, content=ENGLISH, assignment_id=aid, rubric=RUBRIC, teacher_score=100)
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "teacher_role_required"
+    assert r.hget(key, "anchor_m") is None
+    anchored = analyze(stack, teacher, content=ENGLISH.replace("homework", "school uniforms"), assignment_id=aid,
+                       rubric=RUBRIC, teacher_score=100)
+    assert anchored.status_code == 200, anchored.text
+    jsonschema.validate(anchored.json(), AnalyzeResponse.model_json_schema())
+    assert anchored.json()["model"]["anchor_recorded"] is True and int(r.hget(key, "anchor_m")) == 1
+    after = analyze(stack, student, content=ENGLISH, assignment_id=aid, rubric=RUBRIC, user_id=student_id)
+    assert after.status_code == 200, after.text
+    result = after.json()
+    assert result["model"]["anchors"] == 1 and result["model"]["anchor_offset"] > 0
+    assert result["overall"]["score"] > before.json()["overall"]["score"]
+    assert result["profile_updated"] is True  # the rest of the analysis unchanged: the profile is still written
+    assert analyze(stack, teacher, content=ENGLISH, rubric=RUBRIC, teacher_score=50).status_code == 422
