@@ -59,7 +59,7 @@ class AnalyzeRequest(BaseModel):
                                                         "prompt text's hash is used, and without either none")
     rubric: Rubric | None = Field(None, description="a custom rubric that replaces the built-in one")
     teacher_score: float | None = Field(
-        None, description="teacher or admin keys only (403 otherwise): the teacher's overall score for this essay, on "
+        None, strict=True, description="teacher or admin keys only (403 otherwise): the teacher's overall score for this essay, on "
                           "the request's overall scale (the built-in 1-6 or the custom rubric's scale; 422 outside "
                           "it). Needs `assignment_id` or `prompt` (422). The essay is scored as usual; the score "
                           "then anchors the assignment's level for later essays (docs/writing.md, Teacher anchors)")

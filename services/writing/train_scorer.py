@@ -3,6 +3,7 @@
     python -m services.writing.train_scorer [--data ../shared/data/asap_aes] [--out services/writing/models/scorer.pkl]
                                             [--eval-only] [--report bench/results/writing_scorer.md]
     python -m services.writing.train_scorer --diagnose classes-wide   # only the diagnostic below, ~15 s
+    python -m services.writing.train_scorer --anchors                 # only the teacher-anchor evaluation, ~30 s
 
 Evaluation (printed and written to the report), with the scorers before it in the same run: v1 (the cold-start
 trees alone), v2 (the previous scorer, asap-cp-2 = recipe "cp2") and v3 (this version):
@@ -21,6 +22,8 @@ seven (holistic) and prompt 8 (trait residuals).
 --diagnose RECIPE: where the cross-prompt gap is (bench/results/writing_scorer_diagnostics.md): each prompt held out
 with that recipe (not nested; never used to choose anything), its ranking mapped with the prior as shipped, with the
 held-out prompt's true mean, true spread or both, and the within-prompt Spearman.
+--anchors: cross-prompt QWK when the first m (0, 3, 5, 10) essays of each held-out prompt are teacher-scored and left
+out (bench/results/writing_anchors.md); k0 chosen by leave-one-prompt-out on the training prompts only (anchor_eval).
 """
 
 from __future__ import annotations

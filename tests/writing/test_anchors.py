@@ -4,6 +4,7 @@ Redis store (a real redis-server) and the app in-process (dev mode, identity hea
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import uuid
 
@@ -13,7 +14,7 @@ import redis
 
 from common.errors import OpenAIError
 from services.writing import train_scorer as T
-from services.writing.analysis import teacher_normalised
+from services.writing.analysis import parse_request, teacher_normalised
 from services.writing.schemas import AnalyzeRequest
 from services.writing.scorer import FEATURES, Scorer, anchor_offset
 from tests.writing.samples import ENGLISH
@@ -76,6 +77,11 @@ def test_teacher_score_checks():
         with pytest.raises(OpenAIError) as err:
             teacher_normalised(AnalyzeRequest(**base, **bad))
         assert err.value.status == 422 and err.value.code == code, bad
+    for bad in (True, "5"):  # a number, not a bool or a string
+        with pytest.raises(OpenAIError) as err:
+            parse_request(json.dumps({**base, "teacher_score": bad, "assignment_id": "a"}).encode(),
+                          max_body_bytes=10_000, max_chars=1000)
+        assert err.value.status == 400 and "teacher_score" in err.value.message
 
 
 @pytest.fixture(scope="module")
