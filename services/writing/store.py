@@ -121,22 +121,14 @@ class AssignmentStatsStore:
     def key(self, assignment: str) -> str:
         return self.prefix + assignment
 
-    async def get(self, assignment: str, width: int) -> AssignmentStats | None:
-        raw = await self.redis.hgetall(self.key(assignment))
-        if not raw or int(float(raw.get("n", 0))) <= 0:
-            return None
-        return AssignmentStats(n=int(float(raw["n"])),
-                               sums=np.array([float(raw.get(f"s{i}", 0.0)) for i in range(width)]),
-                               sumsq=np.array([float(raw.get(f"q{i}", 0.0)) for i in range(width)]))
-
     async def get_all(self, assignment: str, width: int) -> tuple[AssignmentStats | None, int, float]:
         """One read: the running statistics (None before the first essay), anchors m and the residuals' sum."""
         raw = await self.redis.hgetall(self.key(assignment))
         m, total = int(float(raw.get("anchor_m", 0) or 0)), float(raw.get("anchor_sum", 0.0) or 0.0)
-        if not raw or int(float(raw.get("n", 0))) <= 0:
+        n = int(float(raw.get("n", 0) or 0))
+        if n <= 0:
             return None, m, total
-        return (AssignmentStats(n=int(float(raw["n"])),
-                                sums=np.array([float(raw.get(f"s{i}", 0.0)) for i in range(width)]),
+        return (AssignmentStats(n=n, sums=np.array([float(raw.get(f"s{i}", 0.0)) for i in range(width)]),
                                 sumsq=np.array([float(raw.get(f"q{i}", 0.0)) for i in range(width)])), m, total)
 
     async def anchors(self, assignment: str) -> tuple[int, float]:
