@@ -22,7 +22,9 @@ Variants:
   pipeline_compile  pipeline + torch.compile of each decoder layer (no gain measured).
   Since issue 14 ``pipeline`` also has FP8 frozen base weights, cuDNN-first SDPA and the Triton transpose
   of the FP8 weights (the defaults of apply_speedups); modifiers joined with '+': nofp8, nocudnn,
-  lk (the opt-in Triton LoRA side path with in-kernel dropout; nolk = without it, the default), notr (FP8 weight transpose of the input-gradient GEMM by
+  nolk (the torch fused LoRA path instead of the Triton side path with in-kernel dropout, which is the
+  default since issue 14's third session; lk names it explicitly), notr (FP8 weight transpose of the
+  input-gradient GEMM by
   torch's strided copy instead of the Triton tile copy), selN (N layers skip the checkpoint
   recompute), mbM (micro-batches of M with gradient accumulation: equal tokens per step), compile.
   e.g. pipeline+nofp8+nocudnn = the pipeline of issue 4; pipeline+mb2+sel8.
@@ -98,7 +100,7 @@ def parse_variant(name: str) -> tuple[str, dict]:
     nofp8 (bf16 base weights), nocudnn (SDPA's default order), selN (N layers skip the checkpoint
     recompute), mbM (micro-batches of M with gradient accumulation: equal tokens per step), compile."""
     parts = name.split("+")
-    mods = {"fp8": True, "cudnn": True, "sel": None, "mb": 0, "compile": False, "lk": False, "tr": True}
+    mods = {"fp8": True, "cudnn": True, "sel": None, "mb": 0, "compile": False, "lk": True, "tr": True}
     for m in parts[1:]:
         if m == "nofp8":
             mods["fp8"] = False
@@ -424,6 +426,56 @@ def kernel_bench(args) -> None:
     Path(args.out, "kernel_bench.txt").write_text(text + "\n")
 
 
+def kernel_scan(args) -> None:
+    """Launch configurations of the dropout kernels (forward x_drop A^T, backward dA + masked input gradient) at
+    T = batch x seq, weighted by their calls per decoder layer and step (forward twice: checkpoint recompute).
+    Prints ``export TUTORSTACK_LORA_FWD_CFG=... TUTORSTACK_LORA_BWD_CFG=...`` for the fastest."""
+    import torch
+    from triton.testing import do_bench
+
+    sp = load_speedups()
+    T, r, p, s = args.batches[0] * args.seq, 8, args.lora_dropout, 4.0
+    data = {}
+    for K in (4096, 14336):
+        x = torch.randn(T, K, device="cuda", dtype=torch.bfloat16)
+        a = (torch.randn(r, K, device="cuda") * 0.02).to(torch.bfloat16)
+        gxa = torch.randn(T, r, device="cuda")
+        gx = torch.randn(T, K, device="cuda", dtype=torch.bfloat16)
+        data[K] = (x, a, gxa, gx)
+    lines = [f"kernel scan, T={T}, p={p}, Philox rounds {sp.PHILOX_ROUNDS[0]} (ms per step-layer, weighted)"]
+    best = {}
+    fwd_cfgs = [(32, 128, 4), (32, 128, 8), (64, 128, 4), (64, 128, 8), (32, 256, 4), (32, 256, 8), (16, 128, 4)]
+    bwd_cfgs = [(32, 256, 4), (32, 256, 8), (64, 256, 8), (32, 128, 4), (64, 128, 4), (16, 256, 4), (64, 128, 8)]
+    for kind, cfgs in (("fwd", fwd_cfgs), ("bwd", bwd_cfgs)):
+        for bm, bk, w in cfgs:
+            cfg = {"BM": bm, "BK": bk, "num_warps": w}
+            try:
+                if kind == "fwd":
+                    tq4 = do_bench(lambda: sp.lora_fwd(data[4096][0], data[4096][1], p, 123, quant=True, cfg=cfg))
+                    tn4 = do_bench(lambda: sp.lora_fwd(data[4096][0], data[4096][1], p, 123, cfg=cfg))
+                    tq14 = do_bench(lambda: sp.lora_fwd(data[14336][0], data[14336][1], p, 123, quant=True, cfg=cfg))
+                    score = 2 * (3 * tq4 + 3 * tn4 + tq14)
+                    parts = f"q4096 {tq4:.3f} n4096 {tn4:.3f} q14336 {tq14:.3f}"
+                else:
+                    tb4 = do_bench(lambda: sp.lora_bwd(data[4096][0], data[4096][2], data[4096][1], data[4096][3],
+                                                       s, p, 123, cfg=cfg))
+                    tb14 = do_bench(lambda: sp.lora_bwd(data[14336][0], data[14336][2], data[14336][1], data[14336][3],
+                                                        s, p, 123, cfg=cfg))
+                    score = 6 * tb4 + tb14
+                    parts = f"b4096 {tb4:.3f} b14336 {tb14:.3f}"
+            except Exception as exc:  # a configuration that does not compile or fit
+                lines.append(f"  {kind} {bm},{bk},{w}: failed ({str(exc)[:80]})")
+                continue
+            lines.append(f"  {kind} {bm},{bk},{w}: {score:.3f} ({parts})")
+            if kind not in best or score < best[kind][0]:
+                best[kind] = (score, f"{bm},{bk},{w}")
+    text = "\n".join(lines)
+    print(text, flush=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    Path(args.out, "kernel_scan.txt").write_text(text + "\n")
+    print(f"export TUTORSTACK_LORA_FWD_CFG={best['fwd'][1]} TUTORSTACK_LORA_BWD_CFG={best['bwd'][1]}", flush=True)
+
+
 # ------------------------------------------------------------------------ orchestrator
 
 
@@ -488,6 +540,8 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--kernels", action="store_true", help="micro-bench of the Triton LoRA kernels vs torch ops "
                     "(writes kernel_bench.txt to --out) and exit")
+    ap.add_argument("--kernel-scan", action="store_true", help="time launch configurations of the dropout "
+                    "kernels at --batches[0] x --seq (writes kernel_scan.txt) and print the fastest as env settings")
     ap.add_argument("--tag", default="", help="suffix of the output files (e.g. dpo)")
     ap.add_argument("--curve-data", default="", help="token ids (torch.save of a 1-D int tensor): run a loss curve "
                     "of --curve-steps steps at batch --batches[0] on these real tokens instead of the timing")
@@ -508,6 +562,9 @@ def main() -> None:
         return
     if args.kernels:
         kernel_bench(args)
+        return
+    if args.kernel_scan:
+        kernel_scan(args)
         return
 
     import torch
