@@ -51,7 +51,9 @@ shape, LoRA r=8 on all linears, seq 3072, gradient checkpointing, batch 6):
 mixed lengths, where packing removes the padding, 2.38x at 51%
 (``bench/bench_sft_gpu.py``, ``bench/results/sft_gpu_h100.md``). With FP8 on the H200 (issue 14):
 1.79x at 38% of the baseline's memory, 2.51x at 34% on mixed lengths; DPO 1.70x / 2.41x; with the
-Triton weight transpose 1.83x at 38% (``bench/results/sft_gpu_h200.md``, ``bench/results/dpo_gpu_h200.md``).
+Triton weight transpose 1.83x at 38%; with the Triton LoRA side path (the default since the third session,
+Philox-10 dropout) 1.97-1.98x at 36% (1.99x with one unchecked layer), 2.54-2.83x mixed, DPO 1.86x
+(``bench/results/sft_gpu_h200.md``, ``bench/results/dpo_gpu_h200.md``).
 
 Packing helpers (padding-free, what the SFT step feeds the model):
 
