@@ -91,13 +91,14 @@ async def analyze(request: Request, caller: Caller = Depends(require_service_tok
             assignment, anchors_m, anchors_sum = None, 0, 0.0
     offset = anchor_offset(anchors_m, anchors_sum, w.settings.anchor_k0)
     det = await run_in_threadpool(analyse_request, body, w.scorer, stats, offset)
-    anchor_recorded = False
+    anchor_recorded = anchor_replaced = False
     if assignment and teacher is not None:
         # The residual is taken from the prediction made before this anchor, without the earlier anchors' offset:
         # the offset estimates the mean of teacher - model over the assignment's anchors.
         try:
-            anchor_recorded = await w.assignments.add_anchor(assignment, content_hash(body.content),
-                                                             teacher - det.prediction.unanchored)
+            outcome = await w.assignments.add_anchor(assignment, content_hash(body.content),
+                                                     teacher - det.prediction.unanchored)
+            anchor_recorded, anchor_replaced = True, outcome == "replaced"
         except Exception as exc:
             log.warning("teacher anchor not recorded", extra={"error": repr(exc)})
     if assignment:
@@ -151,7 +152,8 @@ async def analyze(request: Request, caller: Caller = Depends(require_service_tok
         model={"scorer": w.scorer.version, "scorer_cross_prompt_qwk": info.get("cross_prompt_qwk_mean"),
                "llm": llm_model, "calibration": det.prediction.calibration,
                "assignment_essays": det.prediction.essays_seen, "anchors": anchors_m,
-               "anchor_offset": round(offset, 4), "anchor_recorded": anchor_recorded},
+               "anchor_offset": round(offset, 4), "anchor_recorded": anchor_recorded,
+               "anchor_replaced": anchor_replaced},
         degraded=degraded, degraded_reason=reason, user_id=user_id, profile_updated=profile_updated,
         latency_ms=round((time.perf_counter() - started) * 1000, 1))
     w.analyses.labels("writing", "degraded" if degraded else "ok").inc()
@@ -161,6 +163,7 @@ async def analyze(request: Request, caller: Caller = Depends(require_service_tok
                                         "profile_updated": profile_updated, "calibration": det.prediction.calibration,
                                         "assignment_essays": det.prediction.essays_seen,
                                         "anchors": anchors_m, "anchor_recorded": anchor_recorded,
+                                        "anchor_replaced": anchor_replaced,
                                         "latency_ms": response.latency_ms})
     return response
 

@@ -184,9 +184,10 @@ class ModelInfo(BaseModel):
                                         "this score includes (recorded before this request)")
     anchor_offset: float = Field(0.0, description="the shift of the normalised overall score from those anchors: "
                                                   "sum of residuals / (anchors + k0); 0 without anchors")
-    anchor_recorded: bool = Field(False, description="true when this request's teacher_score was recorded as a new "
-                                                     "anchor (false: none given, the same text already anchored, or "
-                                                     "Redis unavailable)")
+    anchor_recorded: bool = Field(False, description="true when this request's teacher_score was recorded as an "
+                                                     "anchor (false: none given, or Redis unavailable)")
+    anchor_replaced: bool = Field(False, description="true when this text had anchored the assignment before: the new "
+                                                     "teacher_score replaced the earlier one (a corrected score)")
     llm: str | None = Field(None, description="the LLM that wrote the llm-sourced issues; null when none did")
 
 

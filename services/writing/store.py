@@ -88,13 +88,22 @@ class ProfileStore:
                     continue
 
 
+# One teacher anchor per text: a new text adds to m and the sum; the same text scored again replaces its earlier
+# residual (a teacher correcting a score), so m stays and the sum moves by the difference. Returns 1 new, 2 replaced.
 ADD_ANCHOR = """
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'anchor_m', 1)
-redis.call('HINCRBYFLOAT', KEYS[1], 'anchor_sum', ARGV[2])
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local result = 2
+if old then
+  redis.call('HINCRBYFLOAT', KEYS[1], 'anchor_sum', tostring(tonumber(ARGV[2]) - tonumber(old)))
+else
+  redis.call('HINCRBY', KEYS[1], 'anchor_m', 1)
+  redis.call('HINCRBYFLOAT', KEYS[1], 'anchor_sum', ARGV[2])
+  result = 1
+end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-return 1
+return result
 """
 
 
@@ -108,8 +117,8 @@ class AssignmentStatsStore:
 
     Teacher anchors (docs/writing.md "Teacher anchors"): fields `anchor_m` (anchors) and `anchor_sum` (sum of the
     residuals, teacher's normalised score - the model's normalised prediction before that anchor) in the same hash,
-    and a hash `...:anchors` (content hash -> residual) so the same text anchors once; updated atomically by one
-    Lua script (HSETNX, HINCRBY, HINCRBYFLOAT, EXPIRE)."""
+    and a hash `...:anchors` (content hash -> residual) so the same text anchors once (scored again, its residual
+    is replaced); updated atomically by one Lua script."""
 
     def __init__(self, client: redis.Redis, prefix: str = "writing:assignment:", ttl_sec: int = 180 * 86400,
                  max_seen: int = 5000):
@@ -135,12 +144,13 @@ class AssignmentStatsStore:
         m, total = await self.redis.hmget(self.key(assignment), "anchor_m", "anchor_sum")
         return int(float(m or 0)), float(total or 0.0)
 
-    async def add_anchor(self, assignment: str, content_hash: str, residual: float) -> bool:
-        """Records one teacher anchor; False (nothing changed) when this text already anchored the assignment."""
+    async def add_anchor(self, assignment: str, content_hash: str, residual: float) -> str:
+        """Records one teacher anchor: "new", or "replaced" when this text had anchored the assignment before (the
+        teacher's later score replaces the earlier one)."""
         key = self.key(assignment)
-        added = await self.redis.eval(ADD_ANCHOR, 2, key, key + ":anchors", content_hash, repr(float(residual)),
-                                      self.ttl_sec)
-        return bool(int(added))
+        result = await self.redis.eval(ADD_ANCHOR, 2, key, key + ":anchors", content_hash, repr(float(residual)),
+                                       self.ttl_sec)
+        return "new" if int(result) == 1 else "replaced"
 
     async def add(self, assignment: str, content_hash: str, x) -> bool:
         """Adds one essay's feature vector; False (nothing changed) when this text was already counted."""

@@ -103,9 +103,9 @@ def test_store_records_each_text_once_atomically(redis_url):
         store = AssignmentStatsStore(client, ttl_sec=3600)
         a = f"c:{uuid.uuid4().hex[:8]}"
         assert await store.get_all(a, len(FEATURES)) == (None, 0, 0.0)
-        assert await store.add_anchor(a, "h1", 0.25)
-        assert not await store.add_anchor(a, "h1", 0.9)  # the same text anchors once; the first score counts
-        assert await store.add_anchor(a, "h2", -0.05)
+        assert await store.add_anchor(a, "h1", 0.9) == "new"
+        assert await store.add_anchor(a, "h1", 0.25) == "replaced"  # the same text anchors once; a re-score replaces
+        assert await store.add_anchor(a, "h2", -0.05) == "new"
         assert await store.anchors(a) == (2, pytest.approx(0.2))
         stats, m, total = await store.get_all(a, len(FEATURES))
         assert stats is None and m == 2 and total == pytest.approx(0.2)  # anchors alone: no essay statistics yet
@@ -122,7 +122,7 @@ def test_store_records_each_text_once_atomically(redis_url):
 
 def test_app_anchors_an_assignment(redis_url):
     """In-process (no LLM): a teacher's high score raises a later essay's score; a student's teacher_score is 403
-    and stores nothing; the same text anchors once; Redis down -> scored without anchors."""
+    and stores nothing; the same text anchors once (a re-score replaces its residual); Redis down -> scored without anchors."""
     from fastapi.testclient import TestClient
 
     from services.writing.app import create_app
@@ -150,8 +150,11 @@ def test_app_anchors_an_assignment(redis_url):
         assert post(teacher, teacher_score=100, assignment_id=None).status_code == 422
         assert post(teacher, teacher_score=101).status_code == 422
         assert r.hget(key, "anchor_m") is None and int(r.hget(key, "n")) == 1  # the refused requests stored nothing
-        assert post(teacher, content=other, teacher_score=100).json()["model"]["anchor_recorded"] is True
-        assert post(teacher, content=other, teacher_score=0).json()["model"]["anchor_recorded"] is False
+        mistyped = post(teacher, content=other, teacher_score=0).json()["model"]
+        assert mistyped["anchor_recorded"] is True and mistyped["anchor_replaced"] is False
+        corrected = post(teacher, content=other, teacher_score=100).json()["model"]  # the teacher corrects the score
+        assert corrected["anchor_recorded"] is True and corrected["anchor_replaced"] is True
+        assert int(r.hget(key, "anchor_m")) == 1 and float(r.hget(key, "anchor_sum")) > 0  # 0 replaced, not added
         first = post(teacher, teacher_score=100).json()  # scored with the one earlier anchor, then anchors too
         assert first["model"]["anchors"] == 1 and first["model"]["anchor_recorded"] is True
         assert int(r.hget(key, "anchor_m")) == 2 and int(r.hget(key, "n")) == 2
