@@ -26,7 +26,8 @@ Variants:
   default since issue 14's third session; lk names it explicitly), notr (FP8 weight transpose of the
   input-gradient GEMM by
   torch's strided copy instead of the Triton tile copy), selN (N layers skip the checkpoint
-  recompute), mbM (micro-batches of M with gradient accumulation: equal tokens per step), compile.
+  recompute), saN (N checkpointed layers keep the attention op's outputs, selective activation
+  checkpointing: their recompute skips the attention), mbM (micro-batches of M with gradient accumulation: equal tokens per step), compile.
   e.g. pipeline+nofp8+nocudnn = the pipeline of issue 4; pipeline+mb2+sel8.
 
 DPO (``--dpo``): batch = sequences, first half chosen, second half rejected; policy = LoRA, reference =
@@ -98,9 +99,9 @@ def flops_per_token(layers: int, seq: int, rank: int = 8) -> dict[str, float]:
 def parse_variant(name: str) -> tuple[str, dict]:
     """'pipeline+nofp8+nocudnn+sel8+mb2' -> ('pipeline', {...}). Modifiers (pipeline only):
     nofp8 (bf16 base weights), nocudnn (SDPA's default order), selN (N layers skip the checkpoint
-    recompute), mbM (micro-batches of M with gradient accumulation: equal tokens per step), compile."""
+    recompute), saN (N more checkpointed layers keep the attention outputs: their recompute skips it), mbM (micro-batches of M with gradient accumulation: equal tokens per step), compile."""
     parts = name.split("+")
-    mods = {"fp8": True, "cudnn": True, "sel": None, "mb": 0, "compile": False, "lk": True, "tr": True}
+    mods = {"fp8": True, "cudnn": True, "sel": None, "sa": None, "mb": 0, "compile": False, "lk": True, "tr": True}
     for m in parts[1:]:
         if m == "nofp8":
             mods["fp8"] = False
@@ -118,6 +119,8 @@ def parse_variant(name: str) -> tuple[str, dict]:
             mods["sel"] = int(m[3:])
         elif m.startswith("mb"):
             mods["mb"] = int(m[2:])
+        elif m.startswith("sa") and m[2:].isdigit():
+            mods["sa"] = int(m[2:])
         else:
             raise SystemExit(f"unknown variant modifier {m!r} in {name!r}")
     if parts[0] == "pipeline_compile":
@@ -172,6 +175,7 @@ def child(args) -> None:
         model = sp.apply_speedups(
             model, device="cuda", enable=True, compile_layers=mods["compile"], fp8=mods["fp8"],
             cudnn_attention=mods["cudnn"], unchecked_layers=mods["sel"], lora_kernels=mods["lk"],
+            saved_attention_layers=mods["sa"],
         )
         packed = sp.describe(model).get("attention") == sp.VARLEN_ATTN_NAME
         if args.smoke_cpu and sp.register_varlen_attention() and sp._set_attn(model, sp.VARLEN_ATTN_NAME):

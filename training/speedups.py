@@ -37,6 +37,8 @@ applies, each only where its library is importable, and logs what it did:
 * **cuDNN attention first** in SDPA's backend order (``cudnn_attention=True``).
 * **Selective activation checkpointing** (``unchecked_layers``, :func:`set_selective_checkpointing`): the
   last N decoder layers keep their activations and skip the recompute; ``-1`` sizes N from a memory budget.
+  ``saved_attention_layers`` (:func:`set_saved_attention_layers`): N more checkpointed layers keep only the
+  attention op's outputs (torch's selective activation checkpointing), so their recompute skips the attention.
 * :func:`chunked_token_logps` - per-token log-probs through ``lm_head`` chunk by chunk (for DPO), with the
   input gradient computed in the forward pass when ``lm_head`` is frozen.
 * optionally ``torch.compile`` of each decoder layer (``compile_layers=True``). Off by
@@ -98,6 +100,7 @@ __all__ = [
     "fp8_available",
     "fuse_lora_linears",
     "set_selective_checkpointing",
+    "set_saved_attention_layers",
     "flatten_batch",
     "liger_available",
     "packing_attn_implementation",
@@ -1219,6 +1222,34 @@ def activation_bytes_per_token(config) -> int:
     return 2 * elems + masks
 
 
+def _gc_hook(hf, name: str, fn) -> None:
+    """Run ``fn`` now and after every later ``gradient_checkpointing_enable()`` /
+    ``activation_checkpointing_enable()`` (HF Trainer calls one at train start and resets every layer).
+    Hooks run in a fixed order: ``unchecked`` before ``saved_attention`` (the latter picks among the
+    layers that are still checkpointed)."""
+    hooks = hf.__dict__.setdefault("_ts_gc_hooks", {})
+    hooks[name] = fn
+
+    def run_hooks():
+        for key in sorted(hooks, key=lambda k: (k != "unchecked", k)):
+            hooks[key]()
+
+    for meth in ("gradient_checkpointing_enable", "activation_checkpointing_enable"):
+        if not hasattr(hf, meth):
+            continue
+        attr = f"_ts_orig_{meth}"
+        orig = hf.__dict__.get(attr) or getattr(hf, meth)
+
+        def enable(*a, _orig=orig, **kw):
+            out = _orig(*a, **kw)
+            run_hooks()
+            return out
+
+        hf.__dict__[attr] = orig
+        setattr(hf, meth, enable)
+    run_hooks()
+
+
 def set_selective_checkpointing(model, unchecked_layers: int) -> int:
     """Leave the last ``unchecked_layers`` decoder layers out of activation checkpointing (they keep
     their activations and skip the recompute); the others stay checkpointed. Survives a later
@@ -1234,17 +1265,88 @@ def set_selective_checkpointing(model, unchecked_layers: int) -> int:
             if hasattr(layer, "gradient_checkpointing") and i >= len(layers) - n:
                 layer.gradient_checkpointing = False
 
-    orig = getattr(hf, "_ts_orig_gc_enable", None) or hf.gradient_checkpointing_enable
-
-    def gc_enable(*a, **kw):
-        out = orig(*a, **kw)
-        _apply()
-        return out
-
-    hf._ts_orig_gc_enable = orig
-    hf.gradient_checkpointing_enable = gc_enable
-    _apply()
+    _gc_hook(hf, "unchecked", _apply)
     return n
+
+
+# Attention ops whose outputs a checkpointed layer keeps (selective activation checkpointing), so the
+# recompute skips the attention forward: SDPA's cuDNN / flash / efficient / CPU-flash kernels, the
+# FlashAttention(-varlen) forward, torch's varlen_attn. Backward ops never match.
+_ATTN_OP_KEYS = ("scaled_dot_product", "flash_attention_forward", "efficient_attention_forward", "varlen_attn",
+                 "flash_attn")
+
+
+def is_attention_op(func) -> bool:
+    """True for the forward attention ops that :func:`attention_save_policy` keeps."""
+    try:
+        name = func.name() if hasattr(func, "name") else str(func)
+    except Exception:
+        name = str(func)
+    name = str(name).lower()
+    return "backward" not in name and any(k in name for k in _ATTN_OP_KEYS)
+
+
+def attention_save_policy(ctx, func, *args, **kwargs):
+    """``torch.utils.checkpoint`` SAC policy: MUST_SAVE the attention forward's outputs (out, logsumexp,
+    seeds...), recompute everything else (the LoRA dropout seeds drawn by ``torch.randint`` too: the
+    non-reentrant checkpoint restores the CPU RNG state, so the recompute draws the same seeds)."""
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    return CheckpointPolicy.MUST_SAVE if is_attention_op(func) else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def attention_saving_checkpoint(function, *args, **kwargs):
+    """``torch.utils.checkpoint.checkpoint`` (non-reentrant) keeping the attention op's outputs."""
+    import functools
+
+    from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
+
+    kwargs["use_reentrant"] = False
+    kwargs["context_fn"] = functools.partial(create_selective_checkpoint_contexts, attention_save_policy)
+    return checkpoint(function, *args, **kwargs)
+
+
+def saved_attention_bytes_per_token(config) -> int:
+    """What keeping the attention forward's outputs costs per token and layer: the bf16 output
+    (hidden) and the fp32 logsumexp per head."""
+    d = int(getattr(config, "hidden_size", 4096))
+    heads = int(getattr(config, "num_attention_heads", 32))
+    return 2 * d + 4 * heads
+
+
+def set_saved_attention_layers(model, saved_attention_layers: int) -> int:
+    """Selective activation checkpointing of the attention: the last ``saved_attention_layers`` decoder
+    layers that are still checkpointed (those just before the ``unchecked_layers``) keep the attention
+    op's outputs, so their recompute skips the attention forward (T x hidden bf16 per layer, vs a whole
+    layer's activations for an unchecked one). Needs torch >= 2.4 (``create_selective_checkpoint_contexts``);
+    survives a later ``gradient_checkpointing_enable()``. Returns how many layers do it."""
+    try:
+        from torch.utils.checkpoint import create_selective_checkpoint_contexts  # noqa: F401
+    except ImportError:
+        log.info("speedups: this torch has no selective activation checkpointing; saved_attention_layers ignored")
+        return 0
+    hf = _hf_model(model)
+    layers = _decoder_layers(hf)
+    want = max(0, int(saved_attention_layers))
+    count = [0]
+    if not layers:
+        return 0
+
+    def _apply():
+        checked = [layer for layer in layers if getattr(layer, "gradient_checkpointing", False)]
+        chosen = checked[len(checked) - min(want, len(checked)):] if want else []
+        for layer in layers:
+            cur = layer.__dict__.get("_gradient_checkpointing_func")
+            if cur is not attention_saving_checkpoint:  # HF's enable() just (re)set the plain one
+                layer._ts_plain_gc_func = cur
+            if any(layer is c for c in chosen):
+                layer._gradient_checkpointing_func = attention_saving_checkpoint
+            elif cur is attention_saving_checkpoint:
+                layer._gradient_checkpointing_func = layer.__dict__.get("_ts_plain_gc_func")
+        count[0] = len(chosen)
+
+    _gc_hook(hf, "saved_attention", _apply)
+    return count[0]
 
 
 def auto_unchecked_layers(model, tokens_per_micro_batch: int, budget_bytes: int) -> int:
@@ -1252,6 +1354,17 @@ def auto_unchecked_layers(model, tokens_per_micro_batch: int, budget_bytes: int)
     hf = _hf_model(model)
     per_layer = activation_bytes_per_token(hf.config) * max(1, tokens_per_micro_batch)
     return max(0, min(len(_decoder_layers(hf)), int(budget_bytes // max(per_layer, 1))))
+
+
+def auto_saved_attention_layers(model, tokens_per_micro_batch: int, budget_bytes: int, unchecked: int) -> int:
+    """How many checkpointed layers can keep their attention outputs within what ``budget_bytes`` leaves
+    after ``unchecked`` layers' activations."""
+    hf = _hf_model(model)
+    tokens = max(1, tokens_per_micro_batch)
+    left = budget_bytes - unchecked * activation_bytes_per_token(hf.config) * tokens
+    per_layer = saved_attention_bytes_per_token(hf.config) * tokens
+    n_checked = len(_decoder_layers(hf)) - unchecked
+    return max(0, min(n_checked, int(left // max(per_layer, 1))))
 
 
 # ------------------------------------------------------------------ attention backend
@@ -1396,6 +1509,7 @@ def apply_speedups(
     cudnn_attention: bool = True,
     lora_kernels: bool = True,
     unchecked_layers: int | None = None,
+    saved_attention_layers: int | None = None,
     activation_budget_gib: float | None = None,
     tokens_per_micro_batch: int | None = None,
 ):
@@ -1411,6 +1525,9 @@ def apply_speedups(
     ``unchecked_layers``: decoder layers that skip the checkpoint recompute (``None`` leaves
     checkpointing as it is; ``-1`` = as many as fit in ``activation_budget_gib`` at
     ``tokens_per_micro_batch``, by :func:`activation_bytes_per_token`).
+    ``saved_attention_layers``: checkpointed layers (the last ones before the unchecked) whose recompute
+    skips the attention forward, its outputs kept (:func:`set_saved_attention_layers`; ``None``/0 = none,
+    ``-1`` = as many as the budget leaves after the unchecked layers).
     What was applied is recorded in ``model.tutorstack_speedups`` (a dict).
     """
     applied: dict[str, Any] = {}
@@ -1456,6 +1573,13 @@ def apply_speedups(
             budget = (activation_budget_gib or 0.0) * 2**30
             n_un = auto_unchecked_layers(model, int(tokens_per_micro_batch or 0), int(budget))
         applied["unchecked_layers"] = set_selective_checkpointing(model, n_un)
+    if saved_attention_layers:
+        n_sa = int(saved_attention_layers)
+        if n_sa < 0:
+            budget = (activation_budget_gib or 0.0) * 2**30
+            n_sa = auto_saved_attention_layers(model, int(tokens_per_micro_batch or 0), int(budget),
+                                               int(applied.get("unchecked_layers", 0)))
+        applied["saved_attention_layers"] = set_saved_attention_layers(model, n_sa)
     if padding_free_attention and not flash_attn_available():
         current = getattr(hf.config, "_attn_implementation", None)
         if current in (None, "sdpa", "eager") and varlen_available() and register_varlen_attention():

@@ -553,3 +553,75 @@ def test_lora_kernel_mask_is_the_numpy_philox_reference():
     xa = speedups.lora_fwd(x, a, p, 2_000_000_011).cpu().numpy()
     ref = speedups.lora_dropout_mask_reference(m, k, p, 2_000_000_011)
     assert ((xa > 0.5) == ref[:, cols]).all()
+
+
+def test_attention_save_policy_matches_attention_forward_ops_only():
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    aten = torch.ops.aten
+    for name in ("_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention",
+                 "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention_for_cpu",
+                 "_flash_attention_forward", "_efficient_attention_forward"):
+        op = getattr(aten, name, None)
+        if op is not None:
+            assert speedups.is_attention_op(op.default), name
+            assert speedups.attention_save_policy(None, op.default) == CheckpointPolicy.MUST_SAVE
+    for op in (aten.mm.default, aten.randint.low, aten.bernoulli.p, aten.native_dropout.default,
+               aten._scaled_dot_product_flash_attention_backward.default,
+               aten._scaled_dot_product_cudnn_attention_backward.default, aten._local_scalar_dense.default):
+        assert not speedups.is_attention_op(op), op
+        assert speedups.attention_save_policy(None, op) == CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def test_saved_attention_layers_skip_the_attention_recompute_and_match_plain_checkpointing():
+    """SAC keeps the attention op's outputs (its recompute is served from storage) and, with LoRA dropout
+    0.1 (RNG replayed in the recompute), gives the loss and gradients of plain checkpointing."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=50, use_cache=False)
+    torch.manual_seed(0)
+    plain = lora(LlamaForCausalLM._from_config(cfg, dtype=torch.float32, attn_implementation="sdpa"), dropout=0.1)
+    sac = copy.deepcopy(plain)
+    for m in (plain, sac):
+        m.gradient_checkpointing_enable()
+        m.train()
+    assert speedups.set_selective_checkpointing(sac, 1) == 1
+    assert speedups.set_saved_attention_layers(sac, 2) == 2
+    layers = sac.base_model.model.model.layers
+    sac.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # as HF Trainer does
+    assert [layer.gradient_checkpointing for layer in layers] == [True, True, True, False]
+    funcs = [layer._gradient_checkpointing_func is speedups.attention_saving_checkpoint for layer in layers]
+    assert funcs == [False, True, True, False]  # the two checkpointed layers just before the unchecked one
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountAttention(TorchDispatchMode):  # outside SAC's modes: sees only the ops that really run
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls += speedups.is_attention_op(func)
+            return func(*args, **(kwargs or {}))
+
+    ids = torch.randint(0, 50, (2, 12))
+    results = []
+    for m in (plain, sac):
+        torch.manual_seed(123)
+        with CountAttention() as counter:
+            loss = m(input_ids=ids, labels=ids).loss
+            loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad},
+                        counter.calls))
+    (l1, g1, c1), (l2, g2, c2) = results
+    torch.testing.assert_close(l2, l1, rtol=0, atol=0)
+    assert g1.keys() == g2.keys()
+    for n in g1:
+        torch.testing.assert_close(g2[n], g1[n], rtol=1e-5, atol=1e-7, msg=n)
+    # plain: 4 forwards + 4 recomputes; SAC: 4 forwards + 1 recompute (2 layers kept it, 1 is unchecked)
+    assert (c1, c2) == (8, 5)
+    # dropout really drew different masks per layer/call (so an RNG mismatch would have shown)
+    torch.manual_seed(124)
+    l3 = sac(input_ids=ids, labels=ids).loss
+    assert not torch.equal(l3.detach(), l2)
