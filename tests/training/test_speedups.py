@@ -625,3 +625,19 @@ def test_saved_attention_layers_skip_the_attention_recompute_and_match_plain_che
     torch.manual_seed(124)
     l3 = sac(input_ids=ids, labels=ids).loss
     assert not torch.equal(l3.detach(), l2)
+
+
+def test_auto_saved_attention_layers_fits_what_the_unchecked_layers_leave():
+    model = tiny_llama()
+    tokens = 100
+    per_sa = speedups.saved_attention_bytes_per_token(model.config) * tokens
+    per_un = speedups.activation_bytes_per_token(model.config) * tokens
+    assert speedups.auto_saved_attention_layers(model, tokens, int(per_sa * 1.5), 0) == 1
+    assert speedups.auto_saved_attention_layers(model, tokens, per_un + per_sa, 1) == 1
+    assert speedups.auto_saved_attention_layers(model, tokens, per_un, 1) == 0
+    assert speedups.auto_saved_attention_layers(model, tokens, per_sa * 99, 1) == 1  # only 1 checked layer left
+    # Llama-3.1-8B shape at 6 x 3072 tokens: 0.143 GiB per layer, as measured on the H200 (run 6)
+    from transformers import LlamaConfig
+
+    big = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8)
+    assert abs(speedups.saved_attention_bytes_per_token(big) * 18432 / 2**30 - 0.143) < 0.002
