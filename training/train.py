@@ -39,7 +39,8 @@ def with_speedups(model, config: TrainConfig, device):
         log.info("speedups unavailable (%s); model unchanged", exc)
         return model
     budget = float(config.activation_budget_gib)
-    if config.gradient_checkpointing and config.unchecked_layers < 0 and budget <= 0 and device.name.startswith("cuda"):
+    auto = config.unchecked_layers < 0 or config.saved_attention_layers < 0
+    if config.gradient_checkpointing and auto and budget <= 0 and device.name.startswith("cuda"):
         import torch
 
         free, _total = torch.cuda.mem_get_info()
@@ -49,6 +50,7 @@ def with_speedups(model, config: TrainConfig, device):
         model, device=device.name, enable=True, fp8=config.fp8, cudnn_attention=config.cudnn_attention,
         lora_kernels=config.lora_kernels,
         unchecked_layers=config.unchecked_layers if config.gradient_checkpointing else None,
+        saved_attention_layers=config.saved_attention_layers if config.gradient_checkpointing else None,
         activation_budget_gib=budget, tokens_per_micro_batch=tokens,
     )
 

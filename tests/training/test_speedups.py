@@ -290,6 +290,9 @@ def test_config_switches_and_train_helper(caplog):
     assert cfg.lora_kernels and not TrainConfig.from_dict({"lora_kernels": False}).lora_kernels  # on, one switch off
     with pytest.raises(ValueError, match="unchecked_layers"):
         TrainConfig.from_dict({"unchecked_layers": -2})
+    assert cfg.saved_attention_layers == -1 and TrainConfig.from_dict({"saved_attention_layers": 12}).saved_attention_layers == 12
+    with pytest.raises(ValueError, match="saved_attention_layers"):
+        TrainConfig.from_dict({"saved_attention_layers": -3})
     assert TrainConfig.from_dict({"fp8": False, "unchecked_layers": 4}).unchecked_layers == 4
 
     class Dev:
