@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 
 from ai_service.auth import gateway_caller
 from common.auth import Caller
+from common.courses import require_course_teacher
 from common.errors import OpenAIError, error_body_for_status
 from common.logging import get_logger, request_id_var
 
@@ -844,28 +845,6 @@ def _delta_event(template: dict, text: str) -> bytes:
 router = APIRouter(prefix="/v1")
 
 
-async def _require_course_teacher(settings, caller: Caller, course: str) -> None:
-    """A teacher reads only the events of courses whose teacher list names them. The guided service
-    owns course membership (GET /v1/courses/{id}/teachers answers 403 to anyone else), so ask it."""
-    import httpx
-
-    from common.auth import service_headers
-
-    url = f"{settings.guided_service_url.rstrip('/')}/v1/courses/{course}/teachers"
-    try:
-        async with httpx.AsyncClient(timeout=10) as client:
-            response = await client.get(url, headers=service_headers(settings.guided_api_token, caller))
-    except httpx.HTTPError as exc:
-        raise OpenAIError(503, f"Course membership cannot be checked: the guided service is not reachable "
-                               f"({type(exc).__name__}).", code="courses_unavailable") from exc
-    if response.status_code in (403, 404):
-        raise OpenAIError(403, f"Only a teacher of course {course!r} (or an admin) may read its safety events.",
-                          code="forbidden")
-    if response.status_code != 200:
-        raise OpenAIError(503, f"Course membership cannot be checked (guided answered {response.status_code}).",
-                          code="courses_unavailable")
-
-
 @router.get("/safety/events", response_model=SafetyEventList)
 async def safety_events(request: Request, course: str = Query("default", max_length=64),
                         limit: int = Query(50, ge=1, le=500), caller: Caller = Depends(gateway_caller)):
@@ -875,8 +854,8 @@ async def safety_events(request: Request, course: str = Query("default", max_len
     if not _COURSE_ID.match(course):
         raise OpenAIError(400, "course must be 1-64 letters, digits or _.:-", param="course", code="invalid_course")
     moderation: Moderation = request.app.state.moderation
-    if caller.role != "admin":
-        await _require_course_teacher(moderation.settings, caller, course)
+    await require_course_teacher(moderation.settings.guided_service_url, moderation.settings.guided_api_token,
+                                 caller, course, "read its safety events")
     try:
         data = await moderation.events(course, limit)
     except Exception as exc:

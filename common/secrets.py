@@ -37,7 +37,7 @@ SECRETS_BY_SERVICE: dict[str, frozenset[str]] = {
                              "GUIDED_API_TOKEN", "PRACTICE_API_TOKEN", "HEALTH_API_TOKEN", "FEEDBACK_API_TOKEN"}),
     "llm_server": frozenset({"LLM_API_KEY_LOCAL", "LLM_SERVER_API_TOKEN"}),
     "graphrag": frozenset({"GRAPHRAG_API_TOKEN"}),
-    "writing": frozenset({"WRITING_API_TOKEN", "AI_SERVICE_INTERNAL_TOKEN"}),
+    "writing": frozenset({"WRITING_API_TOKEN", "AI_SERVICE_INTERNAL_TOKEN", "GUIDED_API_TOKEN"}),
     "guided": frozenset({"GUIDED_API_TOKEN", "AI_SERVICE_INTERNAL_TOKEN", "WRITING_API_TOKEN"}),
     "practice": frozenset({"PRACTICE_API_TOKEN", "AI_SERVICE_INTERNAL_TOKEN"}),
     "feedback": frozenset({"FEEDBACK_API_TOKEN", "AI_SERVICE_INTERNAL_TOKEN", "LLM_SERVER_API_TOKEN"}),

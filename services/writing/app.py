@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from common.app import create_service_app
 from common.auth import Caller, require_service_token, service_headers
+from common.courses import require_course_teacher
 from common.errors import OpenAIError
 from common.http import make_client
 from common.logging import get_logger
@@ -34,7 +35,8 @@ ERROR_RESPONSES = {code: {"description": text} for code, text in {
     400: "empty, whitespace-only, binary or undecodable content; unknown writing_type (lists the valid ones)",
     413: "content over WRITING_MAX_CONTENT_CHARS characters or body over WRITING_MAX_BODY_BYTES",
     422: "malformed rubric (says what is wrong); teacher_score without assignment_id/prompt or outside the scale",
-    403: "a student key acting for another user_id; teacher_score from a key that is not teacher or admin"}.items()}
+    403: "a student key acting for another user_id; teacher_score from a key that is not an admin or a teacher of "
+         "the course", 503: "teacher_score given and the guided service (course membership) unreachable"}.items()}
 
 
 class Writing:
@@ -81,6 +83,9 @@ async def analyze(request: Request, caller: Caller = Depends(require_service_tok
         raise OpenAIError(403, "Only a teacher or admin key may give `teacher_score`.", code="teacher_role_required",
                           param="teacher_score")
     teacher = teacher_normalised(body)  # 422 without an assignment or outside the scale
+    if teacher is not None:
+        await require_course_teacher(w.settings.guided_service_url, w.settings.guided_api_token, caller,
+                                     body.course_id or "default", "anchor its assignments with teacher_score")
     assignment = assignment_key(body) if w.settings.assignment_calibration else None
     stats, anchors_m, anchors_sum = None, 0, 0.0
     if assignment:

@@ -39,6 +39,9 @@ class WritingSettings(ServiceSettings):
     # Teacher anchors (teacher_score on analyze): later essays of the assignment are shifted by
     # sum(residuals) / (m + k0); k0 chosen by leave-one-prompt-out on the training prompts (train_scorer --anchors).
     anchor_k0: float = Field(default=K0_DEFAULT, ge=0, validation_alias="WRITING_ANCHOR_K0")
+    # A teacher anchors only assignments of the courses they teach; the guided service owns course membership.
+    guided_service_url: str = Field(default="http://127.0.0.1:8003", validation_alias="GUIDED_SERVICE_URL")
+    guided_api_token: str = Field(default="", validation_alias="GUIDED_API_TOKEN")
 
     @model_validator(mode="after")
     def _token_outside_dev(self) -> "WritingSettings":

@@ -121,15 +121,20 @@ def test_store_records_each_text_once_atomically(redis_url):
 
 
 def test_app_anchors_an_assignment(redis_url):
-    """In-process (no LLM): a teacher's high score raises a later essay's score; a student's teacher_score is 403
-    and stores nothing; the same text anchors once (a re-score replaces its residual); Redis down -> scored without anchors."""
+    """In-process (no LLM): an admin's high teacher_score raises a later essay's score; a student's teacher_score is
+    403 and stores nothing; a teacher whose course membership cannot be checked gets 503; the same text anchors once
+    (a re-score replaces its residual); Redis down -> scored without anchors."""
     from fastapi.testclient import TestClient
 
     from services.writing.app import create_app
     from services.writing.settings import WritingSettings
 
-    settings = WritingSettings(APP_ENV="dev", REDIS_URL=redis_url, WRITING_LLM_ENABLED=False)
-    teacher = {"x-tutorstack-role": "teacher", "x-tutorstack-user-id": "t-1", "x-tutorstack-key-id": "k-t"}
+    # No guided service here: an admin anchors (admins need no course membership); a teacher's membership cannot
+    # be checked (503, nothing stored). Teachers of the course are tested through the gateway with guided running.
+    settings = WritingSettings(APP_ENV="dev", REDIS_URL=redis_url, WRITING_LLM_ENABLED=False,
+                               GUIDED_SERVICE_URL="http://127.0.0.1:1")
+    admin = {"x-tutorstack-role": "admin", "x-tutorstack-user-id": "a-1", "x-tutorstack-key-id": "k-a"}
+    course_teacher = {"x-tutorstack-role": "teacher", "x-tutorstack-user-id": "t-1", "x-tutorstack-key-id": "k-t"}
     student = {"x-tutorstack-role": "student", "x-tutorstack-user-id": "s-1", "x-tutorstack-key-id": "k-s"}
     aid = f"anchor-{uuid.uuid4().hex[:8]}"
     key = f"writing:assignment:default:{aid}"
@@ -147,15 +152,17 @@ def test_app_anchors_an_assignment(redis_url):
         assert before["model"]["anchors"] == 0 and before["model"]["anchor_recorded"] is False
         denied = post(student, teacher_score=100)
         assert denied.status_code == 403 and denied.json()["error"]["code"] == "teacher_role_required"
-        assert post(teacher, teacher_score=100, assignment_id=None).status_code == 422
-        assert post(teacher, teacher_score=101).status_code == 422
+        unchecked = post(course_teacher, teacher_score=100)
+        assert unchecked.status_code == 503 and unchecked.json()["error"]["code"] == "courses_unavailable"
+        assert post(admin, teacher_score=100, assignment_id=None).status_code == 422
+        assert post(admin, teacher_score=101).status_code == 422
         assert r.hget(key, "anchor_m") is None and int(r.hget(key, "n")) == 1  # the refused requests stored nothing
-        mistyped = post(teacher, content=other, teacher_score=0).json()["model"]
+        mistyped = post(admin, content=other, teacher_score=0).json()["model"]
         assert mistyped["anchor_recorded"] is True and mistyped["anchor_replaced"] is False
-        corrected = post(teacher, content=other, teacher_score=100).json()["model"]  # the teacher corrects the score
+        corrected = post(admin, content=other, teacher_score=100).json()["model"]  # the teacher corrects the score
         assert corrected["anchor_recorded"] is True and corrected["anchor_replaced"] is True
         assert int(r.hget(key, "anchor_m")) == 1 and float(r.hget(key, "anchor_sum")) > 0  # 0 replaced, not added
-        first = post(teacher, teacher_score=100).json()  # scored with the one earlier anchor, then anchors too
+        first = post(admin, teacher_score=100).json()  # scored with the one earlier anchor, then anchors too
         assert first["model"]["anchors"] == 1 and first["model"]["anchor_recorded"] is True
         assert int(r.hget(key, "anchor_m")) == 2 and int(r.hget(key, "n")) == 2
         after = post(student).json()
@@ -168,7 +175,7 @@ def test_app_anchors_an_assignment(redis_url):
     down = WritingSettings(APP_ENV="dev", REDIS_URL="redis://127.0.0.1:1/0", WRITING_LLM_ENABLED=False)
     app = create_app(down)
     client = TestClient(app)  # no lifespan: readiness would fail; the route itself must not
-    response = client.post("/v1/writing/analyze", headers=teacher,
+    response = client.post("/v1/writing/analyze", headers=admin,
                            json={"writing_type": "essay", "content": ENGLISH, "assignment_id": aid, "teacher_score": 5})
     assert response.status_code == 200, response.text
     assert response.json()["model"]["anchors"] == 0 and response.json()["model"]["anchor_recorded"] is False

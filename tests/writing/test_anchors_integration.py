@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from services.writing.schemas import AnalyzeResponse
+from tests.guided.conftest import COURSES, start_guided
 from tests.writing.samples import ENGLISH
 from tests.writing.test_writing_integration import analyze
 
@@ -20,28 +21,34 @@ RUBRIC = {"scale": {"min": 0, "max": 100, "step": None}, "criteria": [{"id": "co
 
 
 def test_teacher_anchor_raises_later_scores_students_cannot_anchor(stack, writing):
+    start_guided(stack)  # course membership (a teacher anchors only the courses they teach)
+    course = "course-001"
     r = redis.Redis.from_url(stack.platform.redis_url, decode_responses=True)
     aid = f"anchored-{uuid.uuid4().hex[:8]}"
-    key = f"writing:assignment:default:{aid}"
-    teacher = stack.key_for("writing-teacher", role="teacher", user_id=f"t-{uuid.uuid4().hex[:6]}")
+    key = f"writing:assignment:{course}:{aid}"
+    teacher = stack.key_for("writing-teacher", role="teacher", user_id=COURSES[course]["teachers"][0])
+    other_teacher = stack.key_for("writing-other-teacher", role="teacher", user_id=COURSES["course-002"]["teachers"][0])
     student_id = f"s-{uuid.uuid4().hex[:6]}"
     student = stack.key_for("writing-anchor-student", role="student", user_id=student_id)
+    common = {"assignment_id": aid, "course_id": course, "rubric": RUBRIC}
 
-    before = analyze(stack, student, content=ENGLISH, assignment_id=aid, rubric=RUBRIC)
+    before = analyze(stack, student, content=ENGLISH, **common)
     assert before.status_code == 200, before.text
     assert before.json()["model"]["anchors"] == 0
-    denied = analyze(stack, student, content=ENGLISH, assignment_id=aid, rubric=RUBRIC, teacher_score=100)
+    denied = analyze(stack, student, content=ENGLISH, teacher_score=100, **common)
     assert denied.status_code == 403 and denied.json()["error"]["code"] == "teacher_role_required"
+    foreign = analyze(stack, other_teacher, content=ENGLISH, teacher_score=100, **common)
+    assert foreign.status_code == 403 and foreign.json()["error"]["code"] == "forbidden", foreign.text
     assert r.hget(key, "anchor_m") is None
-    anchored = analyze(stack, teacher, content=ENGLISH.replace("homework", "school uniforms"), assignment_id=aid,
-                       rubric=RUBRIC, teacher_score=100)
+    anchored = analyze(stack, teacher, content=ENGLISH.replace("homework", "school uniforms"), teacher_score=100,
+                       **common)
     assert anchored.status_code == 200, anchored.text
     jsonschema.validate(anchored.json(), AnalyzeResponse.model_json_schema())
     assert anchored.json()["model"]["anchor_recorded"] is True and int(r.hget(key, "anchor_m")) == 1
-    after = analyze(stack, student, content=ENGLISH, assignment_id=aid, rubric=RUBRIC, user_id=student_id)
+    after = analyze(stack, student, content=ENGLISH, user_id=student_id, **common)
     assert after.status_code == 200, after.text
     result = after.json()
     assert result["model"]["anchors"] == 1 and result["model"]["anchor_offset"] > 0
     assert result["overall"]["score"] > before.json()["overall"]["score"]
     assert result["profile_updated"] is True  # the rest of the analysis unchanged: the profile is still written
-    assert analyze(stack, teacher, content=ENGLISH, rubric=RUBRIC, teacher_score=50).status_code == 422
+    assert analyze(stack, teacher, content=ENGLISH, rubric=RUBRIC, course_id=course, teacher_score=50).status_code == 422
