@@ -132,11 +132,12 @@ def assignment_key(request: AnalyzeRequest) -> str | None:
     return None
 
 
-def overall_scale(request: AnalyzeRequest) -> tuple[float, float]:
-    """The request's overall scale: the custom rubric's, else the built-in one."""
+def overall_scale(request: AnalyzeRequest) -> tuple[float, float, float | None]:
+    """The request's overall scale (min, max, step): the custom rubric's, else the built-in one."""
     if request.rubric:
-        return float(request.rubric.scale.min), float(request.rubric.scale.max)
-    return float(R.BUILTIN_SCALE[0]), float(R.BUILTIN_SCALE[1])
+        scale = request.rubric.scale
+        return float(scale.min), float(scale.max), scale.step
+    return float(R.BUILTIN_SCALE[0]), float(R.BUILTIN_SCALE[1]), 1.0
 
 
 def teacher_normalised(request: AnalyzeRequest) -> float | None:
@@ -148,7 +149,7 @@ def teacher_normalised(request: AnalyzeRequest) -> float | None:
     if not (request.assignment_id or (request.prompt and request.prompt.strip())):
         raise OpenAIError(422, "`teacher_score` needs the essay's assignment: give `assignment_id` (or `prompt`).",
                           code="assignment_required", param="assignment_id")
-    lo, hi = overall_scale(request)
+    lo, hi, _step = overall_scale(request)
     if not math.isfinite(score) or not lo <= score <= hi:
         raise OpenAIError(422, f"`teacher_score` must be a number on the overall scale [{lo:g}, {hi:g}].",
                           code="teacher_score_out_of_scale", param="teacher_score")
@@ -180,23 +181,18 @@ def analyse_request(request: AnalyzeRequest, scorer: Scorer, stats: AssignmentSt
     language = detect_language(content)
     lang = feedback_language(request, language)
     a = analyse(content, language)
-    if request.rubric:
-        points = scale_points(request.rubric.scale.min, request.rubric.scale.max, request.rubric.scale.step)
-    else:
-        points = scale_points(*R.BUILTIN_SCALE, 1.0)
+    lo_default, hi_default, step = overall_scale(request)
     x = scorer.features(content, a)
-    prediction = scorer.predict_vector(x, stats, points, anchor_offset)
+    prediction = scorer.predict_vector(x, stats, scale_points(lo_default, hi_default, step), anchor_offset)
     issue_spans: dict[str, list[tuple[int, int]]] = {}
     for issue in a.issues:
         issue_spans.setdefault(issue.type, []).append((issue.start, issue.end))
     if request.rubric:
-        lo_default, hi_default = request.rubric.scale.min, request.rubric.scale.max
         criteria = [(c.id, c.name or c.id, R.map_criterion(c.id, c.name, c.description, c.maps_to),
                      c.scale or request.rubric.scale, True) for c in request.rubric.criteria]
     else:
         from services.writing.schemas import RubricScale
 
-        lo_default, hi_default = R.BUILTIN_SCALE
         scale = RubricScale(min=lo_default, max=hi_default, step=1)
         criteria = [(c["id"], c["name"][lang], (c["id"],), scale, False) for c in R.BUILTIN]
     scores = []
@@ -212,8 +208,7 @@ def analyse_request(request: AnalyzeRequest, scorer: Scorer, stats: AssignmentSt
                        "anchored_on": anchors, "_target": base, "_value": value})
     ranked = sorted(scores, key=lambda s: (s["_value"], s["criterion"]))
     weakest = [s for i, s in enumerate(ranked) if i < 2 or s["_value"] < 0.5][:3]
-    overall_score = to_scale(prediction.holistic, lo_default, hi_default,
-                             request.rubric.scale.step if request.rubric else 1.0)
+    overall_score = to_scale(prediction.holistic, lo_default, hi_default, step)
     overall = {"score": overall_score, "scale": {"min": lo_default, "max": hi_default},
                "normalized": round((overall_score - lo_default) / (hi_default - lo_default), 4),
                "rationale": R.overall_rationale(prediction.holistic, [s["name"] for s in weakest], lang)}

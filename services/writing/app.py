@@ -97,18 +97,18 @@ async def analyze(request: Request, caller: Caller = Depends(require_service_tok
     offset = anchor_offset(anchors_m, anchors_sum, w.settings.anchor_k0)
     det = await run_in_threadpool(analyse_request, body, w.scorer, stats, offset)
     anchor_recorded = anchor_replaced = False
+    text_hash = content_hash(body.content)
     if assignment and teacher is not None:
         # The residual is taken from the prediction made before this anchor, without the earlier anchors' offset:
         # the offset estimates the mean of teacher - model over the assignment's anchors.
         try:
-            outcome = await w.assignments.add_anchor(assignment, content_hash(body.content),
-                                                     teacher - det.prediction.unanchored)
+            outcome = await w.assignments.add_anchor(assignment, text_hash, teacher - det.prediction.unanchored)
             anchor_recorded, anchor_replaced = True, outcome == "replaced"
         except Exception as exc:
             log.warning("teacher anchor not recorded", extra={"error": repr(exc)})
     if assignment:
         try:
-            await w.assignments.add(assignment, content_hash(body.content), det.features)
+            await w.assignments.add(assignment, text_hash, det.features)
         except Exception as exc:
             log.warning("assignment stats not updated", extra={"error": repr(exc)})
     w.seconds.labels("writing", "deterministic").observe(time.perf_counter() - started)

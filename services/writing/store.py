@@ -140,10 +140,6 @@ class AssignmentStatsStore:
         return (AssignmentStats(n=n, sums=np.array([float(raw.get(f"s{i}", 0.0)) for i in range(width)]),
                                 sumsq=np.array([float(raw.get(f"q{i}", 0.0)) for i in range(width)])), m, total)
 
-    async def anchors(self, assignment: str) -> tuple[int, float]:
-        m, total = await self.redis.hmget(self.key(assignment), "anchor_m", "anchor_sum")
-        return int(float(m or 0)), float(total or 0.0)
-
     async def add_anchor(self, assignment: str, content_hash: str, residual: float) -> str:
         """Records one teacher anchor: "new", or "replaced" when this text had anchored the assignment before (the
         teacher's later score replaces the earlier one)."""
