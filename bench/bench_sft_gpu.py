@@ -129,6 +129,15 @@ def parse_variant(name: str) -> tuple[str, dict]:
 
 
 
+def llama8b_config(layers: int):
+    """Llama-3.1-8B's shape (random weights) with `layers` decoder layers."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=layers, num_attention_heads=32,
+                       num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072, rms_norm_eps=1e-5,
+                       rope_theta=500000.0, hidden_act="silu", tie_word_embeddings=False, use_cache=False)
+
+
 def child(args) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -139,20 +148,7 @@ def child(args) -> None:
     sp = load_speedups()
     sp.TRITON_TRANSPOSE[0] = mods["tr"]
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=args.layers,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=128256,
-        max_position_embeddings=131072,
-        rms_norm_eps=1e-5,
-        rope_theta=500000.0,
-        hidden_act="silu",
-        tie_word_embeddings=False,
-        use_cache=False,
-    )
+    cfg = llama8b_config(args.layers)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     if args.smoke_cpu:  # tiny shapes, CPU: checks the script's plumbing, measures nothing
         cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

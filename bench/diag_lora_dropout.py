@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+from bench_sft_gpu import TARGETS, llama8b_config  # noqa: E402
 
 
 def _sp():
@@ -182,9 +182,7 @@ def build(sp, args, layers, dropout=0.1, liger=True, fp8=True, ckpt=True, kernel
                           num_key_value_heads=2, vocab_size=211, use_cache=False)
         dt = torch.float16
     else:
-        cfg = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=layers, num_attention_heads=32,
-                          num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072, rms_norm_eps=1e-5,
-                          rope_theta=500000.0, tie_word_embeddings=False, use_cache=False)
+        cfg = llama8b_config(layers)
         dt = torch.bfloat16
     with torch.device(args.dev):
         model = LlamaForCausalLM._from_config(cfg, dtype=dt, attn_implementation="sdpa")
@@ -199,12 +197,7 @@ def build(sp, args, layers, dropout=0.1, liger=True, fp8=True, ckpt=True, kernel
                     prm.normal_(0, b_init)
     packed = False
     if args.dev == "cuda":
-        orig = sp._max_lora_dropout
-        sp._max_lora_dropout = lambda m: 0.0  # this diagnostic runs the kernels with dropout on purpose
-        try:
-            model = sp.apply_speedups(model, device="cuda", enable=True, liger=liger, fp8=fp8, lora_kernels=kernels)
-        finally:
-            sp._max_lora_dropout = orig
+        model = sp.apply_speedups(model, device="cuda", enable=True, liger=liger, fp8=fp8, lora_kernels=kernels)
         packed = sp.describe(model).get("attention") == sp.VARLEN_ATTN_NAME
     else:
         sp.fuse_lora_linears(model, kernels=kernels)

@@ -80,6 +80,7 @@ gradients are those of the plain model up to bf16 rounding.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import logging
@@ -1276,6 +1277,7 @@ _ATTN_OP_KEYS = ("scaled_dot_product", "flash_attention_forward", "efficient_att
                  "flash_attn")
 
 
+@functools.lru_cache(maxsize=None)  # the SAC policy asks for every op of every checkpointed forward
 def is_attention_op(func) -> bool:
     """True for the forward attention ops that :func:`attention_save_policy` keeps."""
     try:
@@ -1297,8 +1299,6 @@ def attention_save_policy(ctx, func, *args, **kwargs):
 
 def attention_saving_checkpoint(function, *args, **kwargs):
     """``torch.utils.checkpoint.checkpoint`` (non-reentrant) keeping the attention op's outputs."""
-    import functools
-
     from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
 
     kwargs["use_reentrant"] = False
