@@ -64,23 +64,6 @@ def bench_qwk(data: Path) -> tuple[str, dict]:
     return T.report_md(result, len(rows), time.time() - started), result
 
 
-def bench_anchors(data: Path) -> str:
-    import numpy as np
-    from threadpoolctl import threadpool_limits
-
-    from services.writing import train_scorer as T
-
-    rows = T.load(data)
-    x = T.featurise(rows, Path("/tmp/tutorstack_writing_features.npz"))
-    prompts = np.array([r["prompt"] for r in rows])
-    y = np.array([T.norm(r["score"], r["prompt"]) for r in rows])
-    started = time.time()
-    recipe = T.shipped_recipe()  # the trained artefact's recipe; the held-out fits take seconds, not the pipeline
-    with threadpool_limits(1):
-        d = T.anchor_eval(x, y, prompts, np.array([r["score"] for r in rows]), recipe)
-    return T.anchors_md(d, recipe, len(rows), time.time() - started)
-
-
 def bench_scorer(runs: int) -> list[str]:
     """The scorer alone on the 600-word essay: features (with the metrics they reuse) + models, per essay."""
     import numpy as np
@@ -188,11 +171,11 @@ def main() -> int:
     ap.add_argument("--key", default=os.environ.get("TUTORSTACK_API_KEY", ""))
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "writing.md")
     args = ap.parse_args()
-    if args.anchors:
-        md = bench_anchors(args.data)
-        print(md)
-        (ROOT / "bench" / "results" / "writing_anchors.md").write_text(md)
-        return 0
+    if args.anchors:  # train_scorer's own evaluation (it prints the table and writes writing_anchors.md)
+        from services.writing import train_scorer as T
+
+        return T.main(["--anchors", "--data", str(args.data),
+                       "--report", str(ROOT / "bench" / "results" / "writing_scorer.md")])
     out = [f"# Writing analysis bench\n\nMachine: {os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.1f} at "
            f"the start), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n"]
     if not args.skip_qwk:
