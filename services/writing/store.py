@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import datetime, timezone
 
 import numpy as np
@@ -88,23 +89,70 @@ class ProfileStore:
                     continue
 
 
+# Teacher anchors (docs/writing.md "Teacher anchors"). Each entry of the `...:anchors` hash is a JSON object
+# {"residual", "recorded_at" (unix seconds), "teacher_score"}; entries written before timestamps were kept are a
+# plain residual string, read as such (recorded_at and teacher_score unknown) and replaced on the next write.
+# The scripts are registered once (EVALSHA; redis-py loads them again on NOSCRIPT).
+_RESIDUAL = """
+local function residual(v)
+  if string.sub(v, 1, 1) == '{' then return tonumber(cjson.decode(v)['residual']) end
+  return tonumber(v)
+end
+"""
+
 # One teacher anchor per text: a new text adds to m and the sum; the same text scored again replaces its earlier
-# residual (a teacher correcting a score), so m stays and the sum moves by the difference. Returns 1 new, 2 replaced.
-ADD_ANCHOR = """
+# entry (a teacher correcting a score), so m stays and the sum moves by the difference. Returns 1 new, 2 replaced.
+# KEYS: assignment hash, anchors hash; ARGV: content hash, residual, entry (JSON), ttl.
+ADD_ANCHOR = _RESIDUAL + """
 local old = redis.call('HGET', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 local result = 2
 if old then
-  redis.call('HINCRBYFLOAT', KEYS[1], 'anchor_sum', tostring(tonumber(ARGV[2]) - tonumber(old)))
+  redis.call('HINCRBYFLOAT', KEYS[1], 'anchor_sum', tostring(tonumber(ARGV[2]) - residual(old)))
 else
   redis.call('HINCRBY', KEYS[1], 'anchor_m', 1)
   redis.call('HINCRBYFLOAT', KEYS[1], 'anchor_sum', ARGV[2])
   result = 1
 end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 return result
 """
+
+# Removes one anchor: m - 1 and the sum less its residual, or both fields gone with the last anchor (an exact 0,
+# no rounding left over). A missing id changes nothing. Returns {found (0|1), m, sum as a string}.
+DELETE_ANCHOR = _RESIDUAL + """
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if not old then
+  return {0, tonumber(redis.call('HGET', KEYS[1], 'anchor_m') or '0'), redis.call('HGET', KEYS[1], 'anchor_sum') or '0'}
+end
+redis.call('HDEL', KEYS[2], ARGV[1])
+local m = redis.call('HINCRBY', KEYS[1], 'anchor_m', -1)
+if m <= 0 or redis.call('HLEN', KEYS[2]) == 0 then
+  redis.call('HDEL', KEYS[1], 'anchor_m', 'anchor_sum')
+  redis.call('DEL', KEYS[2])
+  return {1, 0, '0'}
+end
+return {1, m, redis.call('HINCRBYFLOAT', KEYS[1], 'anchor_sum', tostring(-residual(old)))}
+"""
+
+# Removes every anchor of the assignment; the essays' running statistics stay. Returns the ids removed.
+CLEAR_ANCHORS = """
+local ids = redis.call('HKEYS', KEYS[2])
+redis.call('DEL', KEYS[2])
+redis.call('HDEL', KEYS[1], 'anchor_m', 'anchor_sum')
+return ids
+"""
+
+
+def parse_anchor(anchor_id: str, value: str) -> dict:
+    """One `...:anchors` entry -> {id, residual, recorded_at (unix seconds or None), teacher_score (or None)}; a
+    plain residual string is an entry from before timestamps were kept."""
+    if value.startswith("{"):
+        entry = json.loads(value)
+        return {"id": anchor_id, "residual": float(entry["residual"]),
+                "recorded_at": entry.get("recorded_at"), "teacher_score": entry.get("teacher_score")}
+    return {"id": anchor_id, "residual": float(value), "recorded_at": None, "teacher_score": None}
 
 
 class AssignmentStatsStore:
@@ -117,8 +165,9 @@ class AssignmentStatsStore:
 
     Teacher anchors (docs/writing.md "Teacher anchors"): fields `anchor_m` (anchors) and `anchor_sum` (sum of the
     residuals, teacher's normalised score - the model's normalised prediction before that anchor) in the same hash,
-    and a hash `...:anchors` (content hash -> residual) so the same text anchors once (scored again, its residual
-    is replaced); updated atomically by one Lua script."""
+    and a hash `...:anchors` (content hash -> JSON entry: residual, recorded_at, teacher_score) so the same text
+    anchors once (scored again, its entry is replaced); added, deleted or cleared atomically, each by one Lua
+    script registered once (EVALSHA)."""
 
     def __init__(self, client: redis.Redis, prefix: str = "writing:assignment:", ttl_sec: int = 180 * 86400,
                  max_seen: int = 5000):
@@ -126,6 +175,9 @@ class AssignmentStatsStore:
         self.prefix = prefix
         self.ttl_sec = ttl_sec
         self.max_seen = max_seen
+        self._add_anchor = client.register_script(ADD_ANCHOR)
+        self._delete_anchor = client.register_script(DELETE_ANCHOR)
+        self._clear_anchors = client.register_script(CLEAR_ANCHORS)
 
     def key(self, assignment: str) -> str:
         return self.prefix + assignment
@@ -140,13 +192,39 @@ class AssignmentStatsStore:
         return (AssignmentStats(n=n, sums=np.array([float(raw.get(f"s{i}", 0.0)) for i in range(width)]),
                                 sumsq=np.array([float(raw.get(f"q{i}", 0.0)) for i in range(width)])), m, total)
 
-    async def add_anchor(self, assignment: str, content_hash: str, residual: float) -> str:
+    async def add_anchor(self, assignment: str, content_hash: str, residual: float,
+                         teacher_score: float | None = None, at: float | None = None) -> str:
         """Records one teacher anchor: "new", or "replaced" when this text had anchored the assignment before (the
-        teacher's later score replaces the earlier one)."""
+        teacher's later score replaces the earlier one). `at`: unix seconds (default now)."""
         key = self.key(assignment)
-        result = await self.redis.eval(ADD_ANCHOR, 2, key, key + ":anchors", content_hash, repr(float(residual)),
-                                       self.ttl_sec)
+        entry = json.dumps({"residual": float(residual), "recorded_at": round(time.time() if at is None else at, 3),
+                            "teacher_score": teacher_score}, separators=(",", ":"))
+        result = await self._add_anchor(keys=[key, key + ":anchors"],
+                                        args=[content_hash, repr(float(residual)), entry, self.ttl_sec])
         return "new" if int(result) == 1 else "replaced"
+
+    async def list_anchors(self, assignment: str) -> tuple[int, float, list[dict]]:
+        """One consistent read (MULTI): anchors m and the residuals' sum as scoring reads them, and every anchor
+        (parse_anchor), newest first (entries without a time last)."""
+        key = self.key(assignment)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(key, "anchor_m", "anchor_sum")
+            pipe.hgetall(key + ":anchors")
+            (m, total), entries = await pipe.execute()
+        anchors = [parse_anchor(k, v) for k, v in entries.items()]
+        anchors.sort(key=lambda a: (a["recorded_at"] is not None, a["recorded_at"] or 0, a["id"]), reverse=True)
+        return int(float(m or 0)), float(total or 0.0), anchors
+
+    async def delete_anchor(self, assignment: str, anchor_id: str) -> tuple[bool, int, float]:
+        """Removes one anchor: (found, m, sum) after it; nothing changes when the id is not an anchor."""
+        key = self.key(assignment)
+        found, m, total = await self._delete_anchor(keys=[key, key + ":anchors"], args=[anchor_id])
+        return bool(int(found)), int(m), float(total)
+
+    async def clear_anchors(self, assignment: str) -> list[str]:
+        """Removes all of the assignment's anchors (the essays' statistics stay); returns the ids removed."""
+        key = self.key(assignment)
+        return sorted(await self._clear_anchors(keys=[key, key + ":anchors"]))
 
     async def add(self, assignment: str, content_hash: str, x) -> bool:
         """Adds one essay's feature vector; False (nothing changed) when this text was already counted."""

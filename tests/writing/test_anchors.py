@@ -114,8 +114,103 @@ def test_store_records_each_text_once_atomically(redis_url):
         assert stats.n == 1 and stats.sums[3] == 3.0 and m == 2
         raw = redis.Redis.from_url(redis_url, decode_responses=True)
         assert 0 < raw.ttl(store.key(a)) <= 3600 and 0 < raw.ttl(store.key(a) + ":anchors") <= 3600
-        assert raw.hgetall(store.key(a) + ":anchors") == {"h1": "0.25", "h2": "-0.05"}
+        entries = raw.hgetall(store.key(a) + ":anchors")
+        assert {k: json.loads(v)["residual"] for k, v in entries.items()} == {"h1": 0.25, "h2": -0.05}
         await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_store_lists_deletes_and_clears_anchors(redis_url):
+    """List (newest first, teacher_score and time kept), delete one (m and the sum follow; the last one leaves
+    exact zeros), a missing id changes nothing, clear keeps the essays' statistics; entries written before times
+    were kept (a plain residual) are listed and removed like the others."""
+    import redis.asyncio as aredis
+
+    from services.writing.store import AssignmentStatsStore
+
+    async def run():
+        client = aredis.from_url(redis_url, decode_responses=True)
+        store = AssignmentStatsStore(client, ttl_sec=3600)
+        raw = redis.Redis.from_url(redis_url, decode_responses=True)
+        a = f"c:{uuid.uuid4().hex[:8]}"
+        key = store.key(a)
+        assert await store.list_anchors(a) == (0, 0.0, [])
+        assert await store.delete_anchor(a, "nope") == (False, 0, 0.0)
+        assert await store.add_anchor(a, "h1", 0.3, teacher_score=5, at=1000.0) == "new"
+        assert await store.add_anchor(a, "h2", -0.1, teacher_score=2.5, at=2000.0) == "new"
+        # a legacy entry (a plain residual, as recorded before times were kept), counted in m and the sum
+        raw.hset(key + ":anchors", "old", "0.2")
+        raw.hincrby(key, "anchor_m", 1)
+        raw.hincrbyfloat(key, "anchor_sum", 0.2)
+        await store.add(a, "h1", np.ones(len(FEATURES)))
+        m, total, anchors = await store.list_anchors(a)
+        assert m == 3 and total == pytest.approx(0.4)
+        assert [x["id"] for x in anchors] == ["h2", "h1", "old"]  # newest first, no time last
+        assert anchors[0] == {"id": "h2", "residual": -0.1, "recorded_at": 2000.0, "teacher_score": 2.5}
+        assert anchors[2] == {"id": "old", "residual": 0.2, "recorded_at": None, "teacher_score": None}
+
+        before = raw.hgetall(key), raw.hgetall(key + ":anchors")
+        assert await store.delete_anchor(a, "h9") == (False, 3, pytest.approx(0.4))
+        assert (raw.hgetall(key), raw.hgetall(key + ":anchors")) == before  # a missing id: nothing changed
+        found, m, total = await store.delete_anchor(a, "old")  # legacy entry: its plain residual is subtracted
+        assert found and m == 2 and total == pytest.approx(0.2)
+        assert await store.add_anchor(a, "h2", 0.4, teacher_score=6, at=3000.0) == "replaced"
+        assert (await store.list_anchors(a))[:2] == (2, pytest.approx(0.7))
+        found, m, total = await store.delete_anchor(a, "h1")
+        assert found and m == 1 and total == pytest.approx(0.4)
+        assert int(raw.hget(key, "anchor_m")) == 1 and float(raw.hget(key, "anchor_sum")) == pytest.approx(0.4)
+        assert await store.delete_anchor(a, "h2") == (True, 0, 0.0)
+        assert raw.hget(key, "anchor_m") is None and raw.hget(key, "anchor_sum") is None  # no rounding left over
+        assert not raw.exists(key + ":anchors") and int(raw.hget(key, "n")) == 1
+        assert (await store.get_all(a, len(FEATURES)))[1:] == (0, 0.0)
+
+        for i in range(3):
+            await store.add_anchor(a, f"c{i}", 0.1 * i)
+        assert await store.clear_anchors(a) == ["c0", "c1", "c2"]
+        assert await store.list_anchors(a) == (0, 0.0, [])
+        stats, m, total = await store.get_all(a, len(FEATURES))
+        assert stats.n == 1 and m == 0 and total == 0.0  # the essays' statistics stay
+        assert await store.clear_anchors(a) == []
+        await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_store_m_and_sum_stay_consistent_under_concurrency(redis_url):
+    """Concurrent adds, re-scores and deletes (each one Lua script): m always equals the anchors left and the sum
+    their residuals' sum; the scripts run by EVALSHA (registered once) and survive a SCRIPT FLUSH (NOSCRIPT)."""
+    import redis.asyncio as aredis
+
+    from services.writing.store import AssignmentStatsStore, parse_anchor
+
+    async def run():
+        clients = [aredis.from_url(redis_url, decode_responses=True) for _ in range(4)]
+        stores = [AssignmentStatsStore(c, ttl_sec=3600) for c in clients]
+        raw = redis.Redis.from_url(redis_url, decode_responses=True)
+        raw.config_resetstat()
+        a = f"c:{uuid.uuid4().hex[:8]}"
+        rng = np.random.default_rng(1)
+        ops = []
+        for i in range(300):
+            store = stores[i % len(stores)]
+            target = f"h{int(rng.integers(0, 25))}"
+            if rng.random() < 0.35:
+                ops.append(store.delete_anchor(a, target))
+            else:
+                ops.append(store.add_anchor(a, target, float(rng.normal(0, 0.2))))
+        await asyncio.gather(*ops)
+        m, total, anchors = await stores[0].list_anchors(a)
+        entries = raw.hgetall(stores[0].key(a) + ":anchors")
+        assert m == len(anchors) == len(entries) > 0
+        assert total == pytest.approx(sum(parse_anchor(k, v)["residual"] for k, v in entries.items()), abs=1e-9)
+        stats = raw.info("commandstats")
+        assert stats.get("cmdstat_evalsha", {}).get("calls", 0) >= 300 and "cmdstat_eval" not in stats
+        raw.script_flush()  # e.g. a Redis restart: the next call loads the script again
+        assert await stores[1].add_anchor(a, "after-flush", 0.5) == "new"
+        assert (await stores[1].list_anchors(a))[0] == m + 1
+        for c in clients:
+            await c.aclose()
 
     asyncio.run(run())
 
