@@ -78,12 +78,16 @@ def parse_request(body: bytes, *, max_body_bytes: int, max_chars: int) -> Analyz
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
         raise OpenAIError(400, f"Invalid request: {problems}.", code="invalid_request") from exc
-    for name in ("user_id", "course_id", "assignment_id"):
-        value = getattr(request, name)
+    check_ids(user_id=request.user_id, course_id=request.course_id, assignment_id=request.assignment_id)
+    return request
+
+
+def check_ids(**values: str | None) -> None:
+    """400 for an id (user_id, course_id, assignment_id) outside ID_RE; None passes."""
+    for name, value in values.items():
         if value is not None and not ID_RE.match(value):
             raise OpenAIError(400, f"`{name}` may only use letters, digits and _ . @ - (at most 128).",
                               code=f"invalid_{name}", param=name)
-    return request
 
 
 def _check_rubric(rubric: Rubric) -> None:
@@ -121,13 +125,18 @@ class Deterministic:
 
 
 def assignment_key(request: AnalyzeRequest) -> str | None:
-    """The assignment an essay belongs to, for the scorer's per-assignment calibration: the course plus
-    `assignment_id`, else a hash of the whitespace-normalised prompt text, else None (no calibration)."""
-    course = request.course_id or "default"
-    if request.assignment_id:
-        return f"{course}:{request.assignment_id}"
-    if request.prompt and request.prompt.strip():
-        digest = hashlib.sha256(" ".join(request.prompt.split()).lower().encode("utf-8")).hexdigest()[:20]
+    """The assignment an essay belongs to, for the scorer's per-assignment calibration (resolve_assignment)."""
+    return resolve_assignment(request.course_id, request.assignment_id, request.prompt)
+
+
+def resolve_assignment(course_id: str | None, assignment_id: str | None, prompt: str | None) -> str | None:
+    """The one rule (analyze and the anchor routes): the course (default `default`) plus `assignment_id`, else a
+    hash of the whitespace-normalised, lower-cased prompt text, else None (no assignment)."""
+    course = course_id or "default"
+    if assignment_id:
+        return f"{course}:{assignment_id}"
+    if prompt and prompt.strip():
+        digest = hashlib.sha256(" ".join(prompt.split()).lower().encode("utf-8")).hexdigest()[:20]
         return f"{course}:p-{digest}"
     return None
 
@@ -146,7 +155,7 @@ def teacher_normalised(request: AnalyzeRequest) -> float | None:
     score = request.teacher_score
     if score is None:
         return None
-    if not (request.assignment_id or (request.prompt and request.prompt.strip())):
+    if assignment_key(request) is None:
         raise OpenAIError(422, "`teacher_score` needs the essay's assignment: give `assignment_id` (or `prompt`).",
                           code="assignment_required", param="assignment_id")
     lo, hi, _step = overall_scale(request)

@@ -3,6 +3,9 @@
 Route (needs WRITING_API_TOKEN; ai_service forwards it from the gateway):
   POST /v1/writing/analyze   rubric scores (calibrated scorer), metrics, issues with exact spans, feedback;
                              a teacher/admin key may add `teacher_score` to anchor the assignment's level
+  GET    /v1/writing/anchors               an assignment's teacher anchors, m and the offset (teacher of the course
+  DELETE /v1/writing/anchors/{anchor_id}   or admin): list, remove one, remove all (the essays' statistics stay)
+  DELETE /v1/writing/anchors
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from common.app import create_service_app
@@ -20,11 +26,11 @@ from common.courses import require_course_teacher
 from common.errors import OpenAIError
 from common.http import make_client
 from common.logging import get_logger
-from services.writing.analysis import (analyse_request, assignment_key, content_hash, issue_dict, parse_request,
-                                       public_scores, teacher_normalised)
+from services.writing.analysis import (analyse_request, assignment_key, check_ids, content_hash, issue_dict,
+                                       parse_request, public_scores, resolve_assignment, teacher_normalised)
 from services.writing.llm import LlmFailed, LlmReviewer
 from services.writing.rubric import SKILLS
-from services.writing.schemas import AnalyzeRequest, AnalyzeResponse
+from services.writing.schemas import Anchor, AnchorDeleted, AnchorList, AnalyzeRequest, AnalyzeResponse
 from services.writing.scorer import FEATURES, Scorer, anchor_offset
 from services.writing.settings import WritingSettings
 from services.writing.store import AssignmentStatsStore, ProfileStore, now_iso
@@ -102,7 +108,8 @@ async def analyze(request: Request, caller: Caller = Depends(require_service_tok
         # The residual is taken from the prediction made before this anchor, without the earlier anchors' offset:
         # the offset estimates the mean of teacher - model over the assignment's anchors.
         try:
-            outcome = await w.assignments.add_anchor(assignment, text_hash, teacher - det.prediction.unanchored)
+            outcome = await w.assignments.add_anchor(assignment, text_hash, teacher - det.prediction.unanchored,
+                                                     teacher_score=body.teacher_score)
             anchor_recorded, anchor_replaced = True, outcome == "replaced"
         except Exception as exc:
             log.warning("teacher anchor not recorded", extra={"error": repr(exc)})
@@ -158,7 +165,7 @@ async def analyze(request: Request, caller: Caller = Depends(require_service_tok
                "llm": llm_model, "calibration": det.prediction.calibration,
                "assignment_essays": det.prediction.essays_seen, "anchors": anchors_m,
                "anchor_offset": round(offset, 4), "anchor_recorded": anchor_recorded,
-               "anchor_replaced": anchor_replaced},
+               "anchor_replaced": anchor_replaced, "anchor_id": text_hash if anchor_recorded else None},
         degraded=degraded, degraded_reason=reason, user_id=user_id, profile_updated=profile_updated,
         latency_ms=round((time.perf_counter() - started) * 1000, 1))
     w.analyses.labels("writing", "degraded" if degraded else "ok").inc()
@@ -171,6 +178,95 @@ async def analyze(request: Request, caller: Caller = Depends(require_service_tok
                                         "anchor_replaced": anchor_replaced,
                                         "latency_ms": response.latency_ms})
     return response
+
+
+ANCHOR_ERRORS = {code: {"description": text} for code, text in {
+    400: "course_id or assignment_id outside letters, digits and _ . @ - (at most 128)",
+    403: "a student key (teacher_role_required) or a teacher of another course (forbidden)",
+    404: "DELETE of an id that is not an anchor of the assignment (anchor_not_found); nothing changed",
+    422: "neither assignment_id nor prompt (assignment_required)",
+    503: "Redis (anchors_unavailable) or the guided service, which owns course membership (courses_unavailable), "
+         "unreachable"}.items()}
+COURSE_QUERY = Query(None, description="the course (default `default`)")
+ASSIGNMENT_QUERY = Query(None, description="the assignment, as given to analyze")
+PROMPT_QUERY = Query(None, description="instead of assignment_id: the assignment text, resolved as analyze does")
+
+
+async def _anchored_assignment(w: Writing, caller: Caller, course_id: str | None, assignment_id: str | None,
+                               prompt: str | None, action: str) -> str:
+    """The same rules as recording an anchor: a teacher of the course or an admin, the assignment resolved as analyze
+    resolves it (resolve_assignment)."""
+    if not caller.is_staff:
+        raise OpenAIError(403, f"Only a teacher or admin key may {action}.", code="teacher_role_required")
+    check_ids(course_id=course_id, assignment_id=assignment_id)
+    assignment = resolve_assignment(course_id, assignment_id, prompt)
+    if assignment is None:
+        raise OpenAIError(422, "Name the assignment: give `assignment_id` (or `prompt`).", code="assignment_required",
+                          param="assignment_id")
+    await require_course_teacher(w.settings.guided_service_url, w.settings.guided_api_token, caller,
+                                 course_id or "default", action)
+    return assignment
+
+
+def _redis_down(exc: Exception) -> OpenAIError:
+    log.warning("teacher anchors unavailable", extra={"error": repr(exc)})
+    return OpenAIError(503, "Teacher anchors cannot be read or changed: Redis is unavailable.",
+                       code="anchors_unavailable")
+
+
+def _iso(seconds: float | None) -> str | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@router.get("/writing/anchors", response_model=AnchorList, responses=ANCHOR_ERRORS)
+async def list_anchors(course_id: str | None = COURSE_QUERY, assignment_id: str | None = ASSIGNMENT_QUERY,
+                       prompt: str | None = PROMPT_QUERY, caller: Caller = Depends(require_service_token),
+                       w: Writing = Depends(writing)) -> AnchorList:
+    """The assignment's teacher anchors, m and the offset the next essay gets (an unknown assignment: none)."""
+    assignment = await _anchored_assignment(w, caller, course_id, assignment_id, prompt, "see its teacher anchors")
+    try:
+        m, total, anchors = await w.assignments.list_anchors(assignment)
+    except RedisError as exc:
+        raise _redis_down(exc) from exc
+    k0 = w.settings.anchor_k0
+    return AnchorList(course_id=course_id or "default", assignment_id=assignment_id, assignment=assignment, m=m,
+                      anchor_sum=total, k0=k0, anchor_offset=round(anchor_offset(m, total, k0), 4),
+                      data=[Anchor(id=a["id"], residual=a["residual"], teacher_score=a["teacher_score"],
+                                   recorded_at=_iso(a["recorded_at"])) for a in anchors])
+
+
+@router.delete("/writing/anchors/{anchor_id}", response_model=AnchorDeleted, responses=ANCHOR_ERRORS)
+async def delete_anchor(anchor_id: str, course_id: str | None = COURSE_QUERY,
+                        assignment_id: str | None = ASSIGNMENT_QUERY, prompt: str | None = PROMPT_QUERY,
+                        caller: Caller = Depends(require_service_token), w: Writing = Depends(writing)) -> AnchorDeleted:
+    """Removes one anchor (m and the residuals' sum adjusted atomically); 404 when it is not one of the assignment's."""
+    assignment = await _anchored_assignment(w, caller, course_id, assignment_id, prompt, "remove its teacher anchors")
+    try:
+        found, m, total = await w.assignments.delete_anchor(assignment, anchor_id)
+    except RedisError as exc:
+        raise _redis_down(exc) from exc
+    if not found:
+        raise OpenAIError(404, f"No teacher anchor {anchor_id!r} in assignment {assignment!r}.",
+                          code="anchor_not_found", param="anchor_id")
+    log.info("teacher anchor deleted", extra={"assignment": assignment, "anchor_id": anchor_id, "anchors": m,
+                                              "by_user": caller.user_id, "by_key": caller.key_id})
+    return AnchorDeleted(deleted=1, ids=[anchor_id], assignment=assignment, m=m,
+                         anchor_offset=round(anchor_offset(m, total, w.settings.anchor_k0), 4))
+
+
+@router.delete("/writing/anchors", response_model=AnchorDeleted, responses=ANCHOR_ERRORS)
+async def clear_anchors(course_id: str | None = COURSE_QUERY, assignment_id: str | None = ASSIGNMENT_QUERY,
+                        prompt: str | None = PROMPT_QUERY, caller: Caller = Depends(require_service_token),
+                        w: Writing = Depends(writing)) -> AnchorDeleted:
+    """Removes all of the assignment's anchors; the running statistics of its essays stay."""
+    assignment = await _anchored_assignment(w, caller, course_id, assignment_id, prompt, "remove its teacher anchors")
+    try:
+        ids = await w.assignments.clear_anchors(assignment)
+    except RedisError as exc:
+        raise _redis_down(exc) from exc
+    log.info("teacher anchors cleared", extra={"assignment": assignment, "deleted": len(ids),
+                                               "by_user": caller.user_id, "by_key": caller.key_id})
+    return AnchorDeleted(deleted=len(ids), ids=ids, assignment=assignment, m=0, anchor_offset=0.0)
 
 
 def create_app(settings: WritingSettings | None = None) -> FastAPI:

@@ -1,4 +1,5 @@
-"""Request and response models of POST /v1/writing/analyze (published in the OpenAPI spec; docs/writing.md).
+"""Request and response models of POST /v1/writing/analyze and the anchor routes (published in the OpenAPI spec;
+docs/writing.md).
 
 Spans are [start, end) in Unicode code points of the submitted `content` (Python str indices), so
 `content[start:end] == quote` always. `span_utf16` gives the same range in UTF-16 code units (JavaScript string
@@ -188,6 +189,9 @@ class ModelInfo(BaseModel):
                                                      "anchor (false: none given, or Redis unavailable)")
     anchor_replaced: bool = Field(False, description="true when this text had anchored the assignment before: the new "
                                                      "teacher_score replaced the earlier one (a corrected score)")
+    anchor_id: str | None = Field(None, description="the recorded anchor's id (the hash of the whitespace-normalised "
+                                                   "text) when anchor_recorded; DELETE /v1/writing/anchors/{anchor_id} "
+                                                   "removes it; null otherwise")
     llm: str | None = Field(None, description="the LLM that wrote the llm-sourced issues; null when none did")
 
 
@@ -208,3 +212,39 @@ class AnalyzeResponse(BaseModel):
     user_id: str | None = None
     profile_updated: bool
     latency_ms: float
+
+
+class Anchor(BaseModel):
+    id: str = Field(..., description="the anchor's id: the hash of the essay's whitespace-normalised text (the "
+                                     "analyze response's model.anchor_id); only hashes are stored, never the text")
+    object: Literal["writing.anchor"] = "writing.anchor"
+    residual: float = Field(..., description="teacher's normalised score - the model's normalised prediction before "
+                                             "this anchor (its contribution to the offset: residual / (m + k0))")
+    teacher_score: float | None = Field(None, description="the teacher_score given, on the scale of that request; "
+                                                          "null for anchors recorded before it was kept")
+    recorded_at: str | None = Field(None, description="when it was recorded (or last replaced), ISO 8601 UTC; null "
+                                                      "for anchors recorded before times were kept")
+
+
+class AnchorList(BaseModel):
+    object: Literal["list"] = "list"
+    course_id: str
+    assignment_id: str | None = Field(None, description="as asked; null when the assignment was named by `prompt`")
+    assignment: str = Field(..., description="the resolved assignment, `{course_id}:{assignment_id}` or "
+                                             "`{course_id}:p-{hash of the prompt}` (as analyze resolves it)")
+    m: int = Field(..., description="anchors the next essay's score includes")
+    anchor_sum: float = Field(..., description="sum of the anchors' residuals")
+    k0: float = Field(..., description="the shrinkage (WRITING_ANCHOR_K0): offset = anchor_sum / (m + k0)")
+    anchor_offset: float = Field(..., description="the shift of the next essay's normalised overall score; 0 "
+                                                  "without anchors")
+    data: list[Anchor] = Field(..., description="the anchors, newest first (those without a time last); empty for "
+                                                "an unknown assignment")
+
+
+class AnchorDeleted(BaseModel):
+    object: Literal["writing.anchors.deleted"] = "writing.anchors.deleted"
+    deleted: int = Field(..., description="anchors removed (1 for one id; all of them when clearing)")
+    ids: list[str] = Field(..., description="the ids removed (for one id: that id)")
+    assignment: str
+    m: int = Field(..., description="anchors left")
+    anchor_offset: float = Field(..., description="the offset the next essay gets with the anchors left")

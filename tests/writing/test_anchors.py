@@ -274,3 +274,89 @@ def test_app_anchors_an_assignment(redis_url):
                            json={"writing_type": "essay", "content": ENGLISH, "assignment_id": aid, "teacher_score": 5})
     assert response.status_code == 200, response.text
     assert response.json()["model"]["anchors"] == 0 and response.json()["model"]["anchor_recorded"] is False
+
+
+def test_app_lists_and_removes_anchors(redis_url):
+    """In-process (no LLM, no guided: an admin key): analyze tells the anchor's id; GET lists the assignment's
+    anchors (by assignment_id, or by prompt resolved as analyze resolves it); DELETE one changes the next essay's
+    offset accordingly; a missing id is 404 and changes nothing; clearing keeps the essays' statistics; a student
+    is refused; Redis down is a 503."""
+    from fastapi.testclient import TestClient
+
+    from services.writing.analysis import content_hash, resolve_assignment
+    from services.writing.app import create_app
+    from services.writing.schemas import AnchorDeleted, AnchorList
+    from services.writing.settings import WritingSettings
+
+    settings = WritingSettings(APP_ENV="dev", REDIS_URL=redis_url, WRITING_LLM_ENABLED=False,
+                               GUIDED_SERVICE_URL="http://127.0.0.1:1")
+    admin = {"x-tutorstack-role": "admin", "x-tutorstack-user-id": "a-1", "x-tutorstack-key-id": "k-a"}
+    teacher = {"x-tutorstack-role": "teacher", "x-tutorstack-user-id": "t-1", "x-tutorstack-key-id": "k-t"}
+    student = {"x-tutorstack-role": "student", "x-tutorstack-user-id": "s-1", "x-tutorstack-key-id": "k-s"}
+    aid, course = f"list-{uuid.uuid4().hex[:8]}", "c-anchors"
+    where = {"assignment_id": aid, "course_id": course}
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    key = f"writing:assignment:{course}:{aid}"
+    rubric = {"scale": {"min": 0, "max": 100, "step": None}, "criteria": [{"id": "content"}, {"id": "language"}]}
+    second = ENGLISH.replace("homework", "school uniforms")
+    with TestClient(create_app(settings)) as client:
+        def post(headers, **body):
+            return client.post("/v1/writing/analyze", headers=headers, json={
+                "writing_type": "essay", "content": ENGLISH, "rubric": rubric, **where, **body}).json()
+
+        first = post(admin, teacher_score=100)["model"]
+        assert first["anchor_recorded"] is True and first["anchor_id"] == content_hash(ENGLISH)
+        assert post(student)["model"]["anchor_id"] is None
+        low = post(admin, content=second, teacher_score=0)["model"]
+        listed = client.get("/v1/writing/anchors", headers=admin, params=where)
+        assert listed.status_code == 200, listed.text
+        body = AnchorList.model_validate(listed.json())
+        assert body.m == 2 and body.assignment == f"{course}:{aid}" and body.k0 == settings.anchor_k0
+        assert [a.id for a in body.data] == [low["anchor_id"], first["anchor_id"]]  # newest first
+        assert [a.teacher_score for a in body.data] == [0, 100] and body.data[0].residual < 0 < body.data[1].residual
+        assert body.data[0].recorded_at.endswith("Z") and body.anchor_sum == pytest.approx(
+            sum(a.residual for a in body.data))
+        assert body.anchor_offset == pytest.approx(body.anchor_sum / (2 + settings.anchor_k0), abs=1e-4)
+
+        # refused: a student (403, nothing changed), a teacher whose membership cannot be checked (503)
+        for method in ("get", "delete"):
+            denied = client.request(method, "/v1/writing/anchors", headers=student, params=where)
+            assert denied.status_code == 403 and denied.json()["error"]["code"] == "teacher_role_required"
+        denied = client.delete(f"/v1/writing/anchors/{low['anchor_id']}", headers=student, params=where)
+        assert denied.status_code == 403
+        assert client.get("/v1/writing/anchors", headers=teacher, params=where).json()["error"]["code"] == \
+            "courses_unavailable"
+        assert int(r.hget(key, "anchor_m")) == 2
+        # the assignment must be named (422) with valid ids (400); an unknown one has no anchors
+        assert client.get("/v1/writing/anchors", headers=admin, params={"course_id": course}).status_code == 422
+        assert client.get("/v1/writing/anchors", headers=admin, params={"assignment_id": "a b"}).status_code == 400
+        empty = client.get("/v1/writing/anchors", headers=admin, params={"assignment_id": "never-seen"}).json()
+        assert empty["m"] == 0 and empty["data"] == [] and empty["anchor_offset"] == 0.0
+        assert empty["assignment"] == "default:never-seen"
+
+        missing = client.delete("/v1/writing/anchors/0123456789abcdef01234567", headers=admin, params=where)
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "anchor_not_found"
+        assert int(r.hget(key, "anchor_m")) == 2 and r.hlen(key + ":anchors") == 2
+        # the mistyped 0 removed: the offset rises to the remaining anchor's residual / (1 + k0)
+        removed = client.delete(f"/v1/writing/anchors/{low['anchor_id']}", headers=admin, params=where)
+        assert removed.status_code == 200, removed.text
+        gone = AnchorDeleted.model_validate(removed.json())
+        assert gone.deleted == 1 and gone.ids == [low["anchor_id"]] and gone.m == 1
+        assert gone.anchor_offset == pytest.approx(body.data[1].residual / (1 + settings.anchor_k0), abs=1e-4)
+        assert gone.anchor_offset > body.anchor_offset
+        after = post(student)["model"]
+        assert after["anchors"] == 1 and after["anchor_offset"] == gone.anchor_offset
+        cleared = client.delete("/v1/writing/anchors", headers=admin, params=where).json()
+        assert cleared["deleted"] == 1 and cleared["ids"] == [first["anchor_id"]] and cleared["m"] == 0
+        assert post(student)["model"]["anchors"] == 0 and int(r.hget(key, "n")) == 2  # the statistics stay
+
+        # by prompt: the same resolution as analyze (whitespace and case normalised)
+        prompt = "Should schools  ban homework?"
+        by_prompt = post(admin, assignment_id=None, prompt=prompt, teacher_score=60)["model"]
+        listed = client.get("/v1/writing/anchors", headers=admin,
+                            params={"course_id": course, "prompt": "should schools ban HOMEWORK?"}).json()
+        assert listed["assignment"] == resolve_assignment(course, None, prompt) and listed["assignment_id"] is None
+        assert [a["id"] for a in listed["data"]] == [by_prompt["anchor_id"]] and listed["m"] == 1
+    down = create_app(WritingSettings(APP_ENV="dev", REDIS_URL="redis://127.0.0.1:1/0", WRITING_LLM_ENABLED=False))
+    response = TestClient(down).get("/v1/writing/anchors", headers=admin, params=where)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "anchors_unavailable"
