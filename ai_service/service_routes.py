@@ -16,6 +16,8 @@ from common.auth import Caller
 DELEGATED_ROUTES: list[tuple[str, list[str], str]] = [
     # writing analysis (services/writing, :8004)
     ("/writing/analyze", ["POST"], "writing"),
+    ("/writing/anchors", ["GET", "DELETE"], "writing"),
+    ("/writing/anchors/{anchor_id}", ["DELETE"], "writing"),
     # guided learning and learner profiles (services/guided, :8003)
     ("/chat/guided", ["POST"], "guided"),
     ("/learners/{user_id}", ["GET", "PATCH"], "guided"),

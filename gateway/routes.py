@@ -26,6 +26,8 @@ PUBLIC_ROUTES: tuple[PublicRoute, ...] = (
     PublicRoute("/v1/chat/guided", ("POST",), "A guided (Socratic) learning turn"),
     PublicRoute("/v1/chat_with_tools", ("POST",), "Chat with server-side tool calling"),
     PublicRoute("/v1/writing/analyze", ("POST",), "Structured writing analysis: rubric scores, issues, suggestions"),
+    PublicRoute("/v1/writing/anchors", ("GET", "DELETE"), "An assignment's teacher anchors: list, remove all"),
+    PublicRoute("/v1/writing/anchors/{anchor_id}", ("DELETE",), "Remove one teacher anchor"),
     PublicRoute("/v1/learners/{user_id}", ("GET", "PATCH"), "A learner's profile and weak points"),
     PublicRoute("/v1/courses/{course_id}/teachers", ("GET", "PUT"), "The teachers of a course"),
     PublicRoute("/v1/personas", ("GET",), "Role-play personas for peer-helper practice"),
