@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import jsonschema
 import pytest
 import redis
 
-from services.writing.schemas import AnalyzeResponse
+from services.writing.schemas import AnalyzeResponse, AnchorList
 from tests.guided.conftest import COURSES, start_guided
 from tests.writing.samples import ENGLISH
 from tests.writing.test_writing_integration import analyze
@@ -52,3 +53,27 @@ def test_teacher_anchor_raises_later_scores_students_cannot_anchor(stack, writin
     assert result["overall"]["score"] > before.json()["overall"]["score"]
     assert result["profile_updated"] is True  # the rest of the analysis unchanged: the profile is still written
     assert analyze(stack, teacher, content=ENGLISH, rubric=RUBRIC, course_id=course, teacher_score=50).status_code == 422
+
+    # The teacher sees the anchor and removes it (a wrong score, or the wrong assignment); the next essay is back
+    # to the unanchored score. Students and teachers of other courses are refused; an unknown id is 404.
+    def anchors(method, key, path="", **params):
+        return httpx.request(method, f"{stack.gateway_url}/v1/writing/anchors{path}", timeout=30,
+                             params={"assignment_id": aid, "course_id": course, **params},
+                             headers={"authorization": f"Bearer {key}"})
+
+    listed = anchors("GET", teacher)
+    assert listed.status_code == 200, listed.text
+    jsonschema.validate(listed.json(), AnchorList.model_json_schema())
+    anchor_id = anchored.json()["model"]["anchor_id"]
+    assert listed.json()["m"] == 1 and [a["id"] for a in listed.json()["data"]] == [anchor_id]
+    assert listed.json()["data"][0]["teacher_score"] == 100
+    assert listed.json()["anchor_offset"] == result["model"]["anchor_offset"]
+    assert anchors("GET", student).status_code == 403
+    assert anchors("DELETE", other_teacher, f"/{anchor_id}").json()["error"]["code"] == "forbidden"
+    missing = anchors("DELETE", teacher, "/0123456789abcdef01234567")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "anchor_not_found"
+    removed = anchors("DELETE", teacher, f"/{anchor_id}")
+    assert removed.status_code == 200 and removed.json()["m"] == 0 and r.hget(key, "anchor_m") is None
+    again = analyze(stack, student, content=ENGLISH, **common).json()
+    assert again["model"]["anchors"] == 0 and again["model"]["anchor_offset"] == 0.0
+    assert again["overall"]["score"] == pytest.approx(before.json()["overall"]["score"], abs=0.11)
