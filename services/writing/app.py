@@ -238,7 +238,8 @@ async def list_anchors(course_id: str | None = COURSE_QUERY, assignment_id: str 
 @router.delete("/writing/anchors/{anchor_id}", response_model=AnchorDeleted, responses=ANCHOR_ERRORS)
 async def delete_anchor(anchor_id: str, course_id: str | None = COURSE_QUERY,
                         assignment_id: str | None = ASSIGNMENT_QUERY, prompt: str | None = PROMPT_QUERY,
-                        caller: Caller = Depends(require_service_token), w: Writing = Depends(writing)) -> AnchorDeleted:
+                        caller: Caller = Depends(require_service_token),
+                        w: Writing = Depends(writing)) -> AnchorDeleted:
     """Removes one anchor (m and the residuals' sum adjusted atomically); 404 when it is not one of the assignment's."""
     assignment = await _anchored_assignment(w, caller, course_id, assignment_id, prompt, "remove its teacher anchors")
     try:
