@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from contextlib import asynccontextmanager
-
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -192,26 +192,46 @@ ASSIGNMENT_QUERY = Query(None, description="the assignment, as given to analyze"
 PROMPT_QUERY = Query(None, description="instead of assignment_id: the assignment text, resolved as analyze does")
 
 
-async def _anchored_assignment(w: Writing, caller: Caller, course_id: str | None, assignment_id: str | None,
-                               prompt: str | None, action: str) -> str:
-    """The same rules as recording an anchor: a teacher of the course or an admin, the assignment resolved as analyze
-    resolves it (resolve_assignment)."""
-    if not caller.is_staff:
-        raise OpenAIError(403, f"Only a teacher or admin key may {action}.", code="teacher_role_required")
-    check_ids(course_id=course_id, assignment_id=assignment_id)
-    assignment = resolve_assignment(course_id, assignment_id, prompt)
-    if assignment is None:
-        raise OpenAIError(422, "Name the assignment: give `assignment_id` (or `prompt`).", code="assignment_required",
-                          param="assignment_id")
-    await require_course_teacher(w.settings.guided_service_url, w.settings.guided_api_token, caller,
-                                 course_id or "default", action)
-    return assignment
+@dataclass(frozen=True)
+class AnchoredAssignment:
+    """An assignment whose anchors the caller may see and change, and the store that holds them."""
+    course_id: str
+    assignment_id: str | None
+    assignment: str
+    store: AssignmentStatsStore
+    k0: float
+    caller: Caller
 
 
-def _redis_down(exc: Exception) -> OpenAIError:
-    log.warning("teacher anchors unavailable", extra={"error": repr(exc)})
-    return OpenAIError(503, "Teacher anchors cannot be read or changed: Redis is unavailable.",
-                       code="anchors_unavailable")
+def anchored_assignment(action: str):
+    """A dependency with the same rules as recording an anchor: a teacher of the course or an admin, the assignment
+    resolved as analyze resolves it (resolve_assignment)."""
+    async def dependency(course_id: str | None = COURSE_QUERY, assignment_id: str | None = ASSIGNMENT_QUERY,
+                         prompt: str | None = PROMPT_QUERY, caller: Caller = Depends(require_service_token),
+                         w: Writing = Depends(writing)) -> AnchoredAssignment:
+        if not caller.is_staff:
+            raise OpenAIError(403, f"Only a teacher or admin key may {action}.", code="teacher_role_required")
+        check_ids(course_id=course_id, assignment_id=assignment_id)
+        assignment = resolve_assignment(course_id, assignment_id, prompt)
+        if assignment is None:
+            raise OpenAIError(422, "Name the assignment: give `assignment_id` (or `prompt`).",
+                              code="assignment_required", param="assignment_id")
+        await require_course_teacher(w.settings.guided_service_url, w.settings.guided_api_token, caller,
+                                     course_id or "default", action)
+        return AnchoredAssignment(course_id or "default", assignment_id, assignment, w.assignments,
+                                  w.settings.anchor_k0, caller)
+    return dependency
+
+
+@contextmanager
+def anchors_redis():
+    """A Redis failure while reading or changing anchors is a 503, not a 500."""
+    try:
+        yield
+    except RedisError as exc:
+        log.warning("teacher anchors unavailable", extra={"error": repr(exc)})
+        raise OpenAIError(503, "Teacher anchors cannot be read or changed: Redis is unavailable.",
+                          code="anchors_unavailable") from exc
 
 
 def _iso(seconds: float | None) -> str | None:
@@ -219,55 +239,41 @@ def _iso(seconds: float | None) -> str | None:
 
 
 @router.get("/writing/anchors", response_model=AnchorList, responses=ANCHOR_ERRORS)
-async def list_anchors(course_id: str | None = COURSE_QUERY, assignment_id: str | None = ASSIGNMENT_QUERY,
-                       prompt: str | None = PROMPT_QUERY, caller: Caller = Depends(require_service_token),
-                       w: Writing = Depends(writing)) -> AnchorList:
+async def list_anchors(a: AnchoredAssignment = Depends(anchored_assignment("see its teacher anchors"))) -> AnchorList:
     """The assignment's teacher anchors, m and the offset the next essay gets (an unknown assignment: none)."""
-    assignment = await _anchored_assignment(w, caller, course_id, assignment_id, prompt, "see its teacher anchors")
-    try:
-        m, total, anchors = await w.assignments.list_anchors(assignment)
-    except RedisError as exc:
-        raise _redis_down(exc) from exc
-    k0 = w.settings.anchor_k0
-    return AnchorList(course_id=course_id or "default", assignment_id=assignment_id, assignment=assignment, m=m,
-                      anchor_sum=total, k0=k0, anchor_offset=round(anchor_offset(m, total, k0), 4),
-                      data=[Anchor(id=a["id"], residual=a["residual"], teacher_score=a["teacher_score"],
-                                   recorded_at=_iso(a["recorded_at"])) for a in anchors])
+    with anchors_redis():
+        m, total, anchors = await a.store.list_anchors(a.assignment)
+    return AnchorList(course_id=a.course_id, assignment_id=a.assignment_id, assignment=a.assignment, m=m,
+                      anchor_sum=total, k0=a.k0, anchor_offset=round(anchor_offset(m, total, a.k0), 4),
+                      data=[Anchor(id=x["id"], residual=x["residual"], teacher_score=x["teacher_score"],
+                                   recorded_at=_iso(x["recorded_at"])) for x in anchors])
 
 
 @router.delete("/writing/anchors/{anchor_id}", response_model=AnchorDeleted, responses=ANCHOR_ERRORS)
-async def delete_anchor(anchor_id: str, course_id: str | None = COURSE_QUERY,
-                        assignment_id: str | None = ASSIGNMENT_QUERY, prompt: str | None = PROMPT_QUERY,
-                        caller: Caller = Depends(require_service_token),
-                        w: Writing = Depends(writing)) -> AnchorDeleted:
+async def delete_anchor(anchor_id: str,
+                        a: AnchoredAssignment = Depends(anchored_assignment("remove its teacher anchors"))
+                        ) -> AnchorDeleted:
     """Removes one anchor (m and the residuals' sum adjusted atomically); 404 when it is not one of the assignment's."""
-    assignment = await _anchored_assignment(w, caller, course_id, assignment_id, prompt, "remove its teacher anchors")
-    try:
-        found, m, total = await w.assignments.delete_anchor(assignment, anchor_id)
-    except RedisError as exc:
-        raise _redis_down(exc) from exc
+    with anchors_redis():
+        found, m, total = await a.store.delete_anchor(a.assignment, anchor_id)
     if not found:
-        raise OpenAIError(404, f"No teacher anchor {anchor_id!r} in assignment {assignment!r}.",
+        raise OpenAIError(404, f"No teacher anchor {anchor_id!r} in assignment {a.assignment!r}.",
                           code="anchor_not_found", param="anchor_id")
-    log.info("teacher anchor deleted", extra={"assignment": assignment, "anchor_id": anchor_id, "anchors": m,
-                                              "by_user": caller.user_id, "by_key": caller.key_id})
-    return AnchorDeleted(deleted=1, ids=[anchor_id], assignment=assignment, m=m,
-                         anchor_offset=round(anchor_offset(m, total, w.settings.anchor_k0), 4))
+    log.info("teacher anchor deleted", extra={"assignment": a.assignment, "anchor_id": anchor_id, "anchors": m,
+                                              "by_user": a.caller.user_id, "by_key": a.caller.key_id})
+    return AnchorDeleted(deleted=1, ids=[anchor_id], assignment=a.assignment, m=m,
+                         anchor_offset=round(anchor_offset(m, total, a.k0), 4))
 
 
 @router.delete("/writing/anchors", response_model=AnchorDeleted, responses=ANCHOR_ERRORS)
-async def clear_anchors(course_id: str | None = COURSE_QUERY, assignment_id: str | None = ASSIGNMENT_QUERY,
-                        prompt: str | None = PROMPT_QUERY, caller: Caller = Depends(require_service_token),
-                        w: Writing = Depends(writing)) -> AnchorDeleted:
+async def clear_anchors(a: AnchoredAssignment = Depends(anchored_assignment("remove its teacher anchors"))
+                        ) -> AnchorDeleted:
     """Removes all of the assignment's anchors; the running statistics of its essays stay."""
-    assignment = await _anchored_assignment(w, caller, course_id, assignment_id, prompt, "remove its teacher anchors")
-    try:
-        ids = await w.assignments.clear_anchors(assignment)
-    except RedisError as exc:
-        raise _redis_down(exc) from exc
-    log.info("teacher anchors cleared", extra={"assignment": assignment, "deleted": len(ids),
-                                               "by_user": caller.user_id, "by_key": caller.key_id})
-    return AnchorDeleted(deleted=len(ids), ids=ids, assignment=assignment, m=0, anchor_offset=0.0)
+    with anchors_redis():
+        ids = await a.store.clear_anchors(a.assignment)
+    log.info("teacher anchors cleared", extra={"assignment": a.assignment, "deleted": len(ids),
+                                               "by_user": a.caller.user_id, "by_key": a.caller.key_id})
+    return AnchorDeleted(deleted=len(ids), ids=ids, assignment=a.assignment, m=0, anchor_offset=0.0)
 
 
 def create_app(settings: WritingSettings | None = None) -> FastAPI:
