@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from common.settings import ServiceSettings
 
 # Where `make run` keeps the local development secrets (common.secrets.ensure_dev_secrets).
 DEV_SECRETS_FILE = Path(".tutorstack/secrets.env")
+# The committed public OpenAPI document, found from this package, not from the working directory.
+DEFAULT_OPENAPI_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
 
 
 class GatewaySettings(ServiceSettings):
@@ -29,8 +31,16 @@ class GatewaySettings(ServiceSettings):
     workers: int = Field(0, alias="GATEWAY_WORKERS", ge=0)
     # Serve /docs and /openapi.json (the public routes) on the gateway; off by default.
     expose_docs: bool = Field(False, alias="GATEWAY_EXPOSE_DOCS")
+    # The public OpenAPI document served then (scripts/build_public_openapi.py writes it); default: this
+    # checkout's docs/openapi.json. Absent (a slim image): a skeleton of the public routes is served instead.
+    openapi_path: Path = Field(DEFAULT_OPENAPI_PATH, alias="GATEWAY_OPENAPI_PATH")
     # Pooled keep-alive connections to ai_service, per worker.
     upstream_max_connections: int = Field(256, alias="GATEWAY_UPSTREAM_MAX_CONNECTIONS", ge=1)
+
+    @field_validator("openapi_path", mode="before")
+    @classmethod
+    def _default_openapi_path(cls, value):
+        return DEFAULT_OPENAPI_PATH if value in (None, "") else value
 
     @model_validator(mode="after")
     def _secrets_outside_dev(self) -> "GatewaySettings":
