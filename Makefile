@@ -9,7 +9,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup model run test test-unit test-reliability bench bench-setup lint help smoke
+.PHONY: setup model run test test-unit test-reliability bench bench-setup lint help smoke openapi
 
 help:
 	@echo "make run        set up what is missing and start the whole platform (Ctrl-C stops it)"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-reliability  schemathesis on every service and the fault matrix"
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make smoke      the README's curl checks against a running platform (GATEWAY_URL, API_KEY)"
+	@echo "make openapi    rebuild docs/openapi.json and docs/schemas/ from the services' schemas"
 
 setup:
 	@bash scripts/setup.sh
@@ -43,6 +44,11 @@ test-reliability: model
 # Against a running platform (make run, compose, or GATEWAY_URL=... API_KEY=...): exits 1 on any failure.
 smoke:
 	@python3 scripts/smoke.py
+
+# The public API's OpenAPI document (served by the gateway with GATEWAY_EXPOSE_DOCS=true) from the services' own
+# schemas; run after changing a public route or a model, and commit the result (a unit test fails when it is stale).
+openapi: setup
+	@$(PY) scripts/build_public_openapi.py
 
 test-unit: setup
 	@$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
