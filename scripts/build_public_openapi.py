@@ -379,6 +379,10 @@ def stale_files(files: dict[Path, str]) -> list[Path]:
             if not path.exists() or path.read_text(encoding="utf-8") != text]
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a committed file is stale; write nothing")
@@ -387,13 +391,13 @@ def main(argv: list[str] | None = None) -> int:
     stale = stale_files(files)
     if args.check:
         for path in stale:
-            print(f"stale: {path.relative_to(REPO)} (run `python scripts/build_public_openapi.py`)")
+            print(f"stale: {_shown(path)} (run `make openapi` or `python scripts/build_public_openapi.py`)")
         return 1 if stale else 0
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         if path in stale:
             path.write_text(text, encoding="utf-8")
-        print(f"{'wrote' if path in stale else 'unchanged'}: {path.relative_to(REPO)}")
+        print(f"{'wrote' if path in stale else 'unchanged'}: {_shown(path)}")
     document = json.loads(files[OPENAPI_FILE])
     count = sum(len(ops) for ops in document["paths"].values())
     print(f"{count} operations on {len(document['paths'])} paths, {len(document['components']['schemas'])} schemas")
