@@ -246,3 +246,16 @@ def test_writing_schema_file_matches_the_model_and_a_real_answer(committed):
     broken = {key: value for key, value in answer.items() if key != "scores"}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(schema).validate(broken)
+
+
+def test_the_document_is_valid_openapi_3_1(committed):
+    """Against the OpenAPI 3.1 meta-schema (the one schemathesis ships) and as schemathesis loads it."""
+    definitions = pytest.importorskip("schemathesis.specs.openapi.definitions")
+    import schemathesis
+
+    jsonschema.Draft202012Validator(definitions.OPENAPI_31).validate(committed)
+    operations = [result.ok() for result in schemathesis.openapi.from_dict(committed).get_all_operations()]
+    assert len(operations) == sum(len(route.methods) for route in PUBLIC_ROUTES)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(definitions.OPENAPI_31).validate({**committed, "paths": {"/x": {"get": {
+            "responses": {"200": {}}}}}})
