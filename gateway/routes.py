@@ -44,7 +44,7 @@ PUBLIC_ROUTES: tuple[PublicRoute, ...] = (
     PublicRoute("/v1/ab/{mode}/{action}", ("POST",), "Promote or roll back an A/B split"),
     PublicRoute("/v1/adapters", ("GET",), "LoRA adapters (admin)"),
     PublicRoute("/v1/adapters/{action}", ("POST",), "Load or unload a LoRA adapter (admin)"),
-    PublicRoute("/v1/safety/events", ("GET", "POST"), "Safety events"),
+    PublicRoute("/v1/safety/events", ("GET",), "Flagged moderation events of a course (teachers, admins)"),
 )
 
 # A segment may hold letters, digits and a few safe characters, percent-escapes of anything but

@@ -35,9 +35,10 @@ from common.http import make_client
 from common.logging import get_logger
 from services.feedback import ab
 from services.feedback.bt import comparisons_from_votes, fit
-from services.feedback.schemas import (ABSplit, ABSplitIn, AdapterAction, ArenaAnswer, ArenaRequest, ArenaResponse,
-                                       FeedbackList, FeedbackRequest, FeedbackResponse, Leaderboard, ModeBoard,
-                                       RatingOut, VoteRecord)
+from services.feedback.schemas import (ABActionResult, ABSplit, ABSplitIn, AdapterAction, AdapterActionResult,
+                                       AdapterList, ArenaAnswer, ArenaRequest, ArenaResponse, FeedbackList,
+                                       FeedbackRequest, FeedbackResponse, Leaderboard, Me, ModeBoard, RatingOut,
+                                       VoteRecord)
 from services.feedback.settings import FeedbackSettings
 from services.feedback.store import FeedbackStore
 
@@ -271,7 +272,7 @@ def build_leaderboard(votes: list[dict], mode: str | None = None) -> Leaderboard
     return Leaderboard(modes=boards)
 
 
-@router.get("/me")
+@router.get("/me", response_model=Me)
 async def me(caller: Caller = Depends(require_service_token)) -> dict:
     """Who the gateway says the caller is (the console uses it to log in and pick what to show)."""
     return {"key_id": caller.key_id, "role": caller.role, "user_id": caller.user_id,
@@ -336,7 +337,7 @@ async def delete_split(mode: str, request: Request, caller: Caller = Depends(req
     return _split_out(mode, None, fb.settings)
 
 
-@router.post("/ab/{mode}/{action}")
+@router.post("/ab/{mode}/{action}", response_model=ABActionResult)
 async def ab_action(mode: str, action: str, request: Request, caller: Caller = Depends(require_service_token)):
     require_admin(caller)
     fb = _feedback(request)
@@ -369,13 +370,15 @@ async def ab_action(mode: str, action: str, request: Request, caller: Caller = D
     raise OpenAIError(404, f"unknown action {action!r} (promote, rollback)", code="not_found")
 
 
-@router.get("/adapters")
+@router.get("/adapters", response_model=None,  # llm_server's listing passed on as it is (documented, not filtered)
+            responses={200: {"model": AdapterList, "description": "llm_server's adapters, on disk and loaded"}})
 async def adapters(request: Request, caller: Caller = Depends(require_service_token)):
     require_staff(caller)
     return await _feedback(request).llm_call("GET", "/v1/adapters")
 
 
-@router.post("/adapters/{action}")
+@router.post("/adapters/{action}", response_model=None,  # llm_server's answer passed on as it is
+             responses={200: {"model": AdapterActionResult, "description": "llm_server's load or unload result"}})
 async def adapter_action(action: str, body: AdapterAction, request: Request,
                          caller: Caller = Depends(require_service_token)):
     require_admin(caller)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ArenaRequest(BaseModel):
@@ -111,3 +111,74 @@ class ABSplit(BaseModel):
 class AdapterAction(BaseModel):
     name: str
     path: str | None = None
+
+
+class Me(BaseModel):
+    """Who the gateway says the caller is: the API key's id, role, user id and default data classification."""
+
+    key_id: str
+    role: Literal["student", "teacher", "admin"]
+    user_id: str | None = Field(description="The key's user id; null for a key created without one")
+    key_classification: Literal["public", "private"] = Field(
+        description="The key's default data classification (private unless the key was created public)")
+
+
+class ABPromoted(BaseModel):
+    """POST /v1/ab/{mode}/promote: the candidate wins, the split ends, the control is unloaded (kept on disk)."""
+
+    mode: str
+    action: Literal["promote"]
+    now_serving: str = Field(description="The adapter that now serves the mode (\"base\": the base model)")
+    unloaded: str | None = Field(description="The control adapter unloaded; null when none was loaded")
+
+
+class ABRolledBack(BaseModel):
+    """POST /v1/ab/{mode}/rollback: the candidate (or, without a split, the newest version) is unloaded and
+    moved out of the adapters directory."""
+
+    mode: str
+    action: Literal["rollback"]
+    removed: str = Field(description="The adapter rolled back (\"base\": the base model)")
+    unloaded: bool = Field(description="Whether it was loaded (and is now unloaded)")
+    moved_to: str | None = Field(description="Where its directory was moved; null when it had none")
+    now_serving: str = Field(description="The family's newest version still loaded, or \"base\"")
+
+
+class AdapterRow(BaseModel):
+    """One adapter llm_server knows: on disk under LLM_ADAPTERS_DIR and/or loaded in vLLM."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    family: str
+    version: int | None = Field(description="null for a loaded adapter whose name is not <family>-v<N>")
+    path: str
+    rank: int | None = Field(description="LoRA rank from adapter_config.json; null when only loaded")
+    base_model: str | None
+    loaded: bool
+
+
+class AdapterList(BaseModel):
+    """llm_server's adapter listing, passed on as it is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    object: Literal["list"] = "list"
+    base_model: str = Field(description="The base model's served name")
+    adapters_dir: str
+    data: list[AdapterRow]
+    latest_loaded: dict[str, str] = Field(description="Family -> its newest loaded version")
+
+
+class AdapterActionResult(BaseModel):
+    """llm_server's answer to a load or unload, passed on as it is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    path: str | None = Field(None, description="load only: the adapter directory")
+    loaded: bool
+    changed: bool = Field(description="False when the adapter was already loaded")
+
+
+ABActionResult = Annotated[ABPromoted | ABRolledBack, Field(discriminator="action")]

@@ -79,7 +79,10 @@ async def health(request: Request, history: int = Query(0, ge=0, description="Re
     return await build_report(request, history)
 
 
-@router.get("/v1/health/status", response_class=HTMLResponse)
+@router.get("/v1/health/status", response_class=HTMLResponse, responses={200: {
+    "description": "An HTML page for operators (no JSON): each service's status, latency and recent checks; "
+                   "GET /v1/health has the same report as JSON",
+    "content": {"text/html": {"schema": {"type": "string", "contentMediaType": "text/html"}}}}})
 async def status_page_v1(request: Request, history: int = Query(30, ge=0)):
     history = min(history, request.app.state.settings.history_size)
     return HTMLResponse(render(await build_report(request, history),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
@@ -23,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 OPENAPI_FILE = ROOT / "docs" / "openapi.json"
 WRITING_SCHEMA_FILE = ROOT / "docs" / "schemas" / "writing-analyze-response.json"
 REFRESH = "run `make openapi` (python scripts/build_public_openapi.py) and commit docs/openapi.json and docs/schemas/"
-# Listed by the gateway, served by nobody (ai_service answers 405): documented as such. A new one is a bug.
-KNOWN_UNSERVED = {("POST", "/v1/safety/events")}
+# The chat routes that may stream (stream=true): their 200 documents text/event-stream too.
+STREAMING = {("POST", "/v1/chat/completions"), ("POST", "/v1/chat"), ("POST", "/v1/chat/hybrid")}
 
 
 def load_script():
@@ -88,6 +89,19 @@ def declares_model(annotation) -> bool:
     return any(declares_model(arg) for arg in typing.get_args(annotation))
 
 
+def declared_200_model(route: APIRoute):
+    """The 200 model a route declares: its response_model, else (documentation only, no run-time validation,
+    as on ai_service's chat routes) `responses={200: {"model": ...}}`."""
+    if declares_model(route.response_model):
+        return route.response_model
+    return (route.responses.get(200) or route.responses.get("200") or {}).get("model")
+
+
+def answers_html(route: APIRoute) -> bool:
+    response_class = getattr(route.response_class, "value", route.response_class)  # FastAPI's DefaultPlaceholder
+    return isinstance(response_class, type) and issubclass(response_class, HTMLResponse)
+
+
 def service_route(app, path: str, method: str) -> APIRoute:
     [route] = [r for p, r in api_routes(app.routes) if p == path and method in r.methods and r.include_in_schema]
     return route
@@ -124,7 +138,6 @@ def test_check_mode_reports_stale_files_and_writing_refreshes_them(script, build
 
 def test_every_public_route_is_documented_with_the_services_schemas(build, committed):
     components = committed["components"]["schemas"]
-    unserved = set()
     for route in PUBLIC_ROUTES:
         for method in route.methods:
             label = f"{method} {route.path}"
@@ -133,9 +146,8 @@ def test_every_public_route_is_documented_with_the_services_schemas(build, commi
             assert operation["summary"] == route.summary and operation["security"] == [{"apiKey": []}]
             assert operation["responses"]["401"]["content"]["application/json"]["schema"] == {
                 "$ref": "#/components/schemas/Error"}, label
-            if operation.get("x-tutorstack-unserved"):
-                unserved.add((method, route.path))
-                continue
+            assert not operation.get("x-tutorstack-unserved"), (
+                f"{label}: no service serves it: remove it from gateway/routes.py or serve it")
             service = build.serving[(route.path, method)]
             served = service_route(build.apps[service], route.path, method)
             takes_json = served.body_field is not None or "requestBody" in (served.openapi_extra or {})
@@ -144,14 +156,24 @@ def test_every_public_route_is_documented_with_the_services_schemas(build, commi
                 assert nontrivial(body, components), f"{label}: request body schema is trivial: {body}"
             else:
                 assert "requestBody" not in operation, f"{label}: {service} reads no body"
-            if declares_model(served.response_model):
-                answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+            content = operation["responses"]["200"]["content"]
+            if answers_html(served):  # a page, not JSON
+                assert set(content) == {"text/html"} and content["text/html"]["schema"]["type"] == "string", label
+            else:
+                assert declares_model(declared_200_model(served)), (
+                    f"{label}: {service} declares no pydantic model for its 200 answer (response_model, or "
+                    "responses={200: {'model': ...}} where the route returns a Response as it is)")
+                answer = content["application/json"]["schema"]
                 assert nontrivial(answer, components), f"{label}: 200 schema is trivial: {answer}"
+                if (method, route.path) in STREAMING:
+                    stream = content["text/event-stream"]
+                    assert stream["schema"]["type"] == "string" and "[DONE]" in stream["schema"]["description"]
+                    assert "choices" in stream["x-tutorstack-event-schema"]["properties"], label
+                else:
+                    assert set(content) == {"application/json"}, label
             path_params = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
             assert path_params == {part[1:-1] for part in route.path.split("/") if part.startswith("{")}, label
             assert not any(p["name"].lower().startswith("x-tutorstack-") for p in operation["parameters"]), label
-    assert unserved == KNOWN_UNSERVED & {(m, r.path) for r in PUBLIC_ROUTES for m in r.methods}, (
-        "a public route that no service serves: remove it from gateway/routes.py or serve it")
     assert set(committed["paths"]) == {route.path for route in PUBLIC_ROUTES}
 
 
@@ -168,6 +190,14 @@ def test_the_documented_fields_reach_the_public_document(committed):
     assert {"scores", "issues", "overall", "metrics", "feedback", "model"} <= set(analysis["properties"])
     assert "citations" in resolve(analysis["properties"]["metrics"], components)["properties"]
     assert "guidance" in answer("post", "/v1/chat/guided")["properties"]
+    for path in ("/v1/chat", "/v1/chat/hybrid"):  # the fields ai_service adds to a mode's chat.completion
+        assert {"choices", "citations", "citations_from", "sources", "retrieval", "mode", "adapter", "upstream",
+                "ab_variant", "moderation"} <= set(answer("post", path)["properties"]), path
+    assert "moderation" in answer("post", "/v1/chat/completions")["properties"]
+    assert {"object", "data"} <= set(answer("get", "/v1/models")["properties"])
+    assert {"key_id", "role", "user_id", "key_classification"} <= set(answer("get", "/v1/me")["properties"])
+    event = committed["paths"]["/v1/chat/hybrid"]["post"]["responses"]["200"]["content"]["text/event-stream"]
+    assert {"citations", "citations_from", "moderation"} <= set(event["x-tutorstack-event-schema"]["properties"])
     anchors = committed["paths"]["/v1/writing/anchors"]["get"]
     assert {("course_id", "query"), ("assignment_id", "query")} <= {(p["name"], p["in"]) for p in anchors["parameters"]}
     refs = set()
