@@ -116,6 +116,8 @@ class AdapterAction(BaseModel):
 class Me(BaseModel):
     """Who the gateway says the caller is: the API key's id, role, user id and default data classification."""
 
+    model_config = ConfigDict(extra="forbid")  # a field the route adds but this model lacks fails, not vanishes
+
     key_id: str
     role: Literal["student", "teacher", "admin"]
     user_id: str | None = Field(description="The key's user id; null for a key created without one")
@@ -126,6 +128,8 @@ class Me(BaseModel):
 class ABPromoted(BaseModel):
     """POST /v1/ab/{mode}/promote: the candidate wins, the split ends, the control is unloaded (kept on disk)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     mode: str
     action: Literal["promote"]
     now_serving: str = Field(description="The adapter that now serves the mode (\"base\": the base model)")
@@ -135,6 +139,8 @@ class ABPromoted(BaseModel):
 class ABRolledBack(BaseModel):
     """POST /v1/ab/{mode}/rollback: the candidate (or, without a split, the newest version) is unloaded and
     moved out of the adapters directory."""
+
+    model_config = ConfigDict(extra="forbid")
 
     mode: str
     action: Literal["rollback"]
