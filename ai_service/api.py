@@ -14,7 +14,8 @@ from ai_service.auth import Caller, gateway_caller
 from ai_service.chat import ChatEngine
 from ai_service.modes import ChatMode, UnknownModeError, resolve_mode
 from ai_service.rag import RERANK, RetrievalMode, build_rag_messages, cite_completion, stream_with_citations
-from ai_service.schemas import ChatCompletion, ModeChatCompletion, ModelList, chat_responses
+from ai_service.schemas import (ChatCompletion, ChatCompletionChunk, ModeChatCompletion, ModeChatCompletionChunk,
+                                ModelList, chat_responses)
 from ai_service.transport import RelayResponse, dumps, loads
 from ai_service.upstreams import Served
 from common.errors import OpenAIError
@@ -68,7 +69,8 @@ def _respond(served: Served, headers: dict[str, str], extra: dict[str, Any] | No
 @router.post("/chat/completions", openapi_extra={"parameters": [
     {"name": "x-data-classification", "in": "header", "required": False, "schema": {"type": "string"}}]},
              response_model=None, responses=chat_responses(  # documentation only: no run-time validation
-                 ChatCompletion, "The upstream's chat.completion (stream=false), or its SSE stream"))
+                 ChatCompletion, ChatCompletionChunk,
+                 "The upstream's chat.completion (stream=false), or its SSE stream"))
 async def chat_completions(body: ChatCompletionRequest, request: Request, caller: Caller = Depends(gateway_caller)):
     # Documents the route (OpenAPI) and answers what ChatCompletionsEndpoint, the fast lane in front of it,
     # hands over: bodies it does not take itself (errors included), so FastAPI words every refusal.
@@ -186,7 +188,8 @@ async def list_models(caller: Caller = Depends(gateway_caller), chat: ChatEngine
 
 
 @router.post("/chat", response_model=None, responses=chat_responses(
-    ModeChatCompletion, "A chat.completion with the mode's fields (stream=false), or its SSE stream"))
+    ModeChatCompletion, ModeChatCompletionChunk,
+    "A chat.completion with the mode's fields (stream=false), or its SSE stream"))
 async def chat_with_mode(
     body: ModeChatRequest,
     request: Request,
@@ -200,7 +203,8 @@ async def chat_with_mode(
 
 
 @router.post("/chat/hybrid", response_model=None, responses=chat_responses(
-    ModeChatCompletion, "A chat.completion with citations and retrieval (stream=false), or its SSE stream"))
+    ModeChatCompletion, ModeChatCompletionChunk,
+    "A chat.completion with citations and retrieval (stream=false), or its SSE stream"))
 async def chat_hybrid(
     body: HybridChatRequest,
     request: Request,

@@ -44,7 +44,9 @@ class AssistantMessage(_Open):
     content: str | None = Field(description="the answer; with citations, only [n] markers that name a "
                                             "listed source are left in it")
     tool_calls: list[ToolCallOut] | None = None
-    reasoning_content: str | None = None
+    reasoning_content: str | None = Field(default=None, description="a reasoning model's thinking, when the "
+                                                                    "upstream separates it (also `reasoning`)")
+    reasoning: str | None = None
 
 
 class Choice(_Open):
@@ -139,6 +141,7 @@ class ChunkDelta(_Open):
     content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class ChunkChoice(_Open):
@@ -149,10 +152,10 @@ class ChunkChoice(_Open):
 
 
 class ChatCompletionChunk(_Open):
-    """The JSON of one `data:` event of a streamed answer. Text chunks are the upstream's (`id`, `created`,
-    `model`, `choices[].delta`); the platform adds, before `data: [DONE]`, one chunk with `choices: []`
-    carrying a retrieving mode's fields (`citations`, `citations_from`, `sources`, `retrieval`, `mode`,
-    `adapter`, `upstream`, `ab_variant`) and/or one with `moderation`."""
+    """The JSON of one `data:` event of a streamed answer: the upstream's chat.completion.chunk (`id`,
+    `created`, `model`, `choices[].delta`; `usage` last when stream_options.include_usage). When content
+    moderation flagged something, the platform adds one chunk with `choices: []` and `moderation` before
+    `data: [DONE]`."""
 
     id: str | None = None
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
@@ -161,6 +164,15 @@ class ChatCompletionChunk(_Open):
     choices: list[ChunkChoice]
     usage: Usage | None = None
     moderation: ModerationInfo | None = None
+
+
+class ModeChatCompletionChunk(ChatCompletionChunk):
+    """One `data:` event of a chat mode's stream: as on /v1/chat/completions, and for a retrieving mode
+    (_rag, hybrid) one more chunk with `choices: []` before `data: [DONE]` carrying `citations` (of the whole
+    answer; matched citations have no [n] in the streamed text), `citations_from`, `sources`, `retrieval`,
+    `mode`, `adapter`, `upstream` and `ab_variant` (the mode's fields are otherwise in the response headers
+    x-tutorstack-mode, -adapter, -upstream, -ab-variant)."""
+
     mode: str | None = None
     adapter: str | None = None
     upstream: Literal["local", "cloud"] | None = None
@@ -171,15 +183,19 @@ class ChatCompletionChunk(_Open):
     citations_from: Literal["model", "matched", "none"] | None = None
 
 
-def _inline(schema: dict) -> dict:
-    """A pydantic JSON Schema with its `$defs` put in place of every reference (the models are not
-    recursive), so it can stand inside an OpenAPI document without component entries."""
+def _inline(schema: dict, components: set[str]) -> dict:
+    """A pydantic JSON Schema for use inside an OpenAPI document: references to `components` (models the
+    route's JSON answer reaches, so FastAPI lists them under components/schemas by these names) point there;
+    every other `$defs` entry is put in place of its references (the models are not recursive)."""
     defs = schema.get("$defs", {})
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
             if "$ref" in node:
-                return walk(copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]]))
+                name = node["$ref"].rsplit("/", 1)[-1]
+                if name in components:
+                    return {"$ref": f"#/components/schemas/{name}"}
+                return walk(copy.deepcopy(defs[name]))
             return {key: walk(value) for key, value in node.items() if key != "$defs"}
         if isinstance(node, list):
             return [walk(value) for value in node]
@@ -197,14 +213,16 @@ SSE_DESCRIPTION = (
     "the answer (code content_filtered) is followed by `data: [DONE]`.")
 
 
-def sse_content() -> dict[str, Any]:
-    """The `text/event-stream` media type of a streamed chat answer, for a route's `responses`."""
+def sse_content(answer: type[BaseModel], chunk: type[BaseModel]) -> dict[str, Any]:
+    """The `text/event-stream` media type of a streamed chat answer (events: `chunk`), for a route's
+    `responses` next to its JSON `answer` model (whose nested models the chunk's schema refers to)."""
+    components = set(answer.model_json_schema(mode="serialization").get("$defs", {})) | {answer.__name__}
     return {"text/event-stream": {
         "schema": {"type": "string", "description": SSE_DESCRIPTION},
-        "x-tutorstack-event-schema": _inline(ChatCompletionChunk.model_json_schema(mode="serialization")),
+        "x-tutorstack-event-schema": _inline(chunk.model_json_schema(mode="serialization"), components),
     }}
 
 
-def chat_responses(model: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
+def chat_responses(answer: type[BaseModel], chunk: type[BaseModel], description: str) -> dict[int, dict[str, Any]]:
     """`responses=` of a chat route: the JSON answer's model and the SSE stream (documentation only)."""
-    return {200: {"model": model, "description": description, "content": sse_content()}}
+    return {200: {"model": answer, "description": description, "content": sse_content(answer, chunk)}}

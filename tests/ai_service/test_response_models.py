@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from ai_service.moderation import Context, ModerationInfo, answer_completion, completion_sse
-from ai_service.schemas import ChatCompletion, ChatCompletionChunk, ModeChatCompletion, ModelList
+from ai_service.schemas import (ChatCompletion, ChatCompletionChunk, ModeChatCompletion, ModeChatCompletionChunk,
+                                ModelList)
 from tests.graphrag.course import write_course
 from tests.support.processes import serve_in_thread
 
@@ -91,14 +92,14 @@ def declared_only(body: dict, model: type[BaseModel], where: str) -> None:
     assert set(body) <= set(model.model_fields), f"{where}: undeclared {sorted(set(body) - set(model.model_fields))}"
 
 
-def events(response) -> list[dict]:
+def events(response, model: type[BaseModel] = ChatCompletionChunk) -> list[dict]:
     assert response.headers["content-type"].startswith("text/event-stream")
     datas = [line[5:].strip() for line in response.text.split("\n") if line.startswith("data:")]
     assert datas[-1] == "[DONE]"
     chunks = [json.loads(data) for data in datas[:-1]]
     for chunk in chunks:
-        ChatCompletionChunk.model_validate(chunk)
-        declared_only(chunk, ChatCompletionChunk, "chunk")
+        model.model_validate(chunk)
+        declared_only(chunk, model, "chunk")
     return chunks
 
 
@@ -148,10 +149,10 @@ def test_retrieving_chat_carries_citations_plain_and_streamed(client, path, mode
     assert [c.number for c in answer.citations] == [1] and answer.citations_from == "model"
     assert answer.citations[0].path.startswith("english/")
 
-    chunks = events(client.post(path, json={**request, "stream": True}, headers=HEADERS))
+    chunks = events(client.post(path, json={**request, "stream": True}, headers=HEADERS), ModeChatCompletionChunk)
     [trailer] = [chunk for chunk in chunks if not chunk["choices"]]
     assert {"citations", "citations_from", "sources", "retrieval", "mode", "upstream"} <= set(trailer)
-    assert ChatCompletionChunk.model_validate(trailer).citations is not None
+    assert ModeChatCompletionChunk.model_validate(trailer).citations is not None
 
 
 def test_moderated_answers_validate():
