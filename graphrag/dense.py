@@ -374,7 +374,7 @@ def embed_with_store(embedder: Embedder, store: VectorStore, texts: list[str], k
     across them; each batch's vectors are the same as from encode()."""
     missing = sorted({k: t for k, t in zip(keys, texts) if k not in store}.items())
     parts = [missing[start:start + batch] for start in range(0, len(missing), batch)]
-    if hasattr(embedder, "encode_groups"):
+    if getattr(embedder, "encode_groups", None):
         vectors = embedder.encode_groups([[t for _, t in part] for part in parts])
     else:
         vectors = (embedder.encode([t for _, t in part]) for part in parts)
