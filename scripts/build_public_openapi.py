@@ -53,7 +53,6 @@ JSON_SCHEMAS: dict[str, tuple[str, str, str]] = {
 AI_SERVICE = "ai_service"
 REF_PREFIX = "#/components/schemas/"
 INTERNAL_HEADERS = ("x-tutorstack-", "authorization")  # the gateway sets these; clients never send them
-UNSERVED = "x-tutorstack-unserved"  # marks an operation listed by the gateway that no service serves
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
@@ -228,7 +227,7 @@ def merge_components(used: dict[str, dict[str, dict]]) -> tuple[dict[str, dict],
 
 def public_operation(route, method: str, service: str, operation: dict) -> dict:
     """The public form of a service's operation (references still the service's names)."""
-    from gateway.app import ERROR_STATUSES, error_response
+    from gateway.app import ERROR_STATUSES, error_response, skeleton_operation
 
     out: dict[str, Any] = {"summary": route.summary, "tags": [service], "security": [{"apiKey": []}]}
     for key in ("description", "operationId"):
@@ -237,8 +236,7 @@ def public_operation(route, method: str, service: str, operation: dict) -> dict:
     parameters = [copy.deepcopy(p) for p in operation.get("parameters", [])
                   if not (p.get("in") == "header" and p.get("name", "").lower().startswith(INTERNAL_HEADERS))]
     declared = {p["name"] for p in parameters if p.get("in") == "path"}
-    parameters += [{"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
-                   for part in route.path.split("/") if part.startswith("{") and part[1:-1] not in declared]
+    parameters += [p for p in skeleton_operation(route, method)["parameters"] if p["name"] not in declared]
     out["parameters"] = parameters
     if "requestBody" in operation:
         out["requestBody"] = copy.deepcopy(operation["requestBody"])
@@ -252,20 +250,6 @@ def public_operation(route, method: str, service: str, operation: dict) -> dict:
         responses.setdefault(str(status), error_response(text))
     out["responses"] = responses
     return out
-
-
-def unserved_operation(route, method: str, service: str) -> dict:
-    """A (method, path) the gateway lists although the service behind it serves other methods of the path only."""
-    from gateway.app import ERROR_STATUSES, error_response
-
-    return {"summary": route.summary, "tags": [service], "security": [{"apiKey": []}], "deprecated": True,
-            UNSERVED: True,
-            "description": f"Listed in the gateway's allow-list, but {service} does not serve {method} on this path: "
-                           "the answer is 405 Method Not Allowed.",
-            "parameters": [{"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
-                           for part in route.path.split("/") if part.startswith("{")],
-            "responses": {"405": error_response("No service serves this method"),
-                          **{str(status): error_response(text) for status, text in ERROR_STATUSES.items()}}}
 
 
 @dataclass
@@ -298,14 +282,10 @@ def assemble() -> Build:
             service = serving[(route.path, method)]
             served = schemas[service].get("paths", {}).get(route.path, {})
             operation = served.get(method.lower())
-            if operation is None and served:  # the path is served, this method is not: documented as such
-                print(f"warning: {method} {route.path} is in PUBLIC_ROUTES but {service} serves only "
-                      f"{', '.join(m.upper() for m in sorted(served))} there: it answers 405", file=sys.stderr)
-                operations[service].append((route.path, method, unserved_operation(route, method, service)))
-                continue
-            if operation is None:
-                raise SystemExit(f"{method} {route.path}: served by {service}, whose OpenAPI schema lacks it "
-                                 "(include_in_schema=False, or a different path?)")
+            if operation is None:  # a route the gateway publishes but nothing serves: fix routes.py or serve it
+                raise SystemExit(f"{method} {route.path}: in PUBLIC_ROUTES, but {service}'s OpenAPI schema lacks it "
+                                 f"(it serves {', '.join(m.upper() for m in sorted(served)) or 'nothing'} there; "
+                                 "include_in_schema=False, or a different path?)")
             operations[service].append((route.path, method, public_operation(route, method, service, operation)))
 
     used = {}
