@@ -5,8 +5,10 @@ and size; query latency p50/p99.
     python bench/bench_retrieval.py [--data DIR ...] [--embedding-provider auto] [--fit]
         [--compare auto-minilm=graphrag/retrieval_weights_minilm.json] [--reranker ms-marco-minilm-l12] [--cold]
 
-Default corpora: SciFact (../shared/data/scifact_beir) and the Chinese/English writing-course
-set in data/zh_writing_bench (written for this bench, CC0). Each folder holds corpus.jsonl,
+Default corpora: SciFact (../shared/data/scifact_beir), the Chinese/English writing-course
+set in data/zh_writing_bench (written for this bench, CC0; paraphrased questions) and
+data/zh_extractive_bench (extractive CMRC-style questions generated from the repo's Chinese course
+text, where BM25 is very strong). Each folder holds corpus.jsonl,
 queries.jsonl and qrels/test.tsv (qrels/train.tsv optional). A document becomes one Markdown
 file (title as heading) chunked and indexed by the same code as `python -m graphrag.build`; a
 document's score is its best chunk's.
@@ -17,6 +19,11 @@ them to graphrag/retrieval_weights.json, which the service loads; test queries a
 evaluated afterwards. Embeddings are cached under TUTORSTACK_HOME keyed by content hash and
 model, so only a cold run pays for embedding; --cold builds the first corpus with an empty
 vector store (what a new deployment pays) and records the load average around the build.
+
+With --fit, each dense leg of the `auto` plan that the train corpus does not build (SciFact is
+English: `dense_multi`, e5) gets its own dense weight (config `leg_weights`), fitted on the same
+train queries from a build with that leg's model alone, the fusion and keyword/graph weights held
+at the fitted point (--fit-legs none: every leg uses the one dense weight).
 
 --compare PROVIDER=WEIGHTS evaluates another configuration (its own fitted weights file) in
 the same run, side by side: by default the previous default (`auto-minilm`: all-MiniLM-L6-v2
@@ -41,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.paths import tutorstack_home  # noqa: E402
 from graphrag.builder import BuildOptions, assemble_and_write, chunk_file  # noqa: E402
+from graphrag.dense import AUTO_PLANS  # noqa: E402
 from graphrag.documents import markdown_blocks  # noqa: E402
 from graphrag.fusion import top_items, zscore_fusion  # noqa: E402
 from graphrag.index_store import index_size_bytes, load_index  # noqa: E402
@@ -50,13 +58,16 @@ from graphrag.retriever import WEIGHTS_FILE, RetrievalConfig, Retriever  # noqa:
 from graphrag.service import IndexHolder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = [REPO.parent / "shared" / "data" / "scifact_beir", REPO / "data" / "zh_writing_bench"]
+DEFAULT_DATA = [REPO.parent / "shared" / "data" / "scifact_beir", REPO / "data" / "zh_writing_bench",
+                REPO / "data" / "zh_extractive_bench"]
 DEFAULT_COMPARE = [f"auto-minilm={WEIGHTS_FILE.with_name('retrieval_weights_minilm.json')}"]
 RESULTS = REPO / "bench" / "results" / "retrieval.md"
 ANCHORS = "SciFact published anchors: BM25 0.665, all-MiniLM-L6-v2 0.645 nDCG@10"
 GRID_KEYWORD = (0.0, 0.25, 0.5, 0.75, 1.0)
 GRID_GRAPH = (0.0, 0.25, 0.5, 0.75, 1.0)
 GRID_DENSE = (0.5, 1.0, 1.5, 2.0)
+# A dense leg's own weight (fit_leg), with the fitted keyword and graph weights held fixed.
+LEG_GRID = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 FUSIONS = ("weighted", "zscore", "rrf")
 
 
@@ -164,9 +175,9 @@ def evaluate_dense_only(retriever: Retriever, queries, qrels) -> float | None:
 
 
 # ---- fitting on train ------------------------------------------------------------------------
-def fit(retriever: Retriever, queries, qrels, progress=True) -> dict:
+def fit(retriever: Retriever, queries, qrels, progress=True, grid=None) -> dict:
     """Grid search of fusion and leg weights on the train queries; the signals of each query
-    are computed once and fused for every grid point."""
+    are computed once and fused for every grid point (default: the fusions x GRID_* points)."""
     cached = []
     for n, (query_id, text) in enumerate(queries.items(), start=1):
         signals, candidates, coverage, _ = retriever.signals(text)
@@ -179,12 +190,10 @@ def fit(retriever: Retriever, queries, qrels, progress=True) -> dict:
         if progress and n % 200 == 0:
             print(f"[fit] signals {n}/{len(queries)}", file=sys.stderr, flush=True)
     results = []
-    grid = [(fusion, k, g, d) for fusion in FUSIONS
-            for k, g, d in itertools.product(GRID_KEYWORD, GRID_GRAPH, GRID_DENSE)]
-    for fusion, k, g, d in grid:
-        if k == 0 and g == 0:
-            continue
-        weights = {"keyword": k, "graph": g, "dense": d}
+    if grid is None:
+        grid = [(fusion, {"keyword": k, "graph": g, "dense": d}) for fusion in FUSIONS
+                for k, g, d in itertools.product(GRID_KEYWORD, GRID_GRAPH, GRID_DENSE) if k or g]
+    for fusion, weights in grid:
         total = 0.0
         for query_id, keep, z, candidates, coverage in cached:
             if fusion == "zscore":
@@ -196,18 +205,56 @@ def fit(retriever: Retriever, queries, qrels, progress=True) -> dict:
             total += ndcg_at_k(chunks_to_documents(retriever, top_items(fused, 120)), qrels[query_id])
         results.append((total / len(cached), fusion, weights))
     results.sort(key=lambda r: (-r[0], r[1], sorted(r[2].items())))
-    return {"best": results[0], "top5": results[:5], "points": len(results)}
+    return {"best": results[0], "top5": results[:5], "points": len(results), "all": results}
+
+
+def leg_providers_to_fit(provider: str, retriever: Retriever) -> dict[str, str]:
+    """Dense legs of an `auto` plan that the train corpus's own build did not exercise (SciFact
+    is English, so `dense_multi`, e5, is never built for it): leg name -> its model."""
+    plan = AUTO_PLANS.get(provider, {})
+    return {leg: leg_provider for leg, (leg_provider, _) in plan.items() if leg not in retriever.index.legs()}
+
+
+def fit_leg(corpus, queries, qrels, leg_provider: str, config: RetrievalConfig, progress=True) -> dict:
+    """A dense leg's own weight: the train corpus built with that leg's model alone, fused with
+    the fitted fusion, keyword and graph weights held fixed, the dense weight from LEG_GRID."""
+    with tempfile.TemporaryDirectory(prefix="graphrag-bench-leg-") as tmp:
+        started = time.perf_counter()
+        build(corpus, Path(tmp) / "index", leg_provider)
+        build_seconds = time.perf_counter() - started
+        retriever = open_retriever(Path(tmp) / "index", config)
+    base = {k: config.hybrid_weights.get(k, 0.0) for k in ("keyword", "graph")}
+    grid = [(config.fusion, {**base, "dense": d}) for d in LEG_GRID]
+    fitted = fit(retriever, queries, qrels, progress, grid)
+    fitted["build_seconds"] = build_seconds
+    fitted["dense_only"] = evaluate_dense_only(retriever, queries, qrels)
+    return fitted
 
 
 class _Signals(dict):
     """Sparse stand-in for the score arrays: {leg: {chunk: score}} indexed as signals[leg][chunk]."""
 
 
-def write_weights(path: Path, fitted: dict, data_name: str, train_queries: int, provider: str) -> None:
-    """Writes the fusion fit; a reranker fit already in the file (bench_retrieval_rerank.py) is kept."""
+def write_weights(path: Path, fitted: dict, data_name: str, train_queries: int, provider: str,
+                  legs: dict[str, tuple[str, dict]] | None = None) -> None:
+    """Writes the fusion fit and the dense legs' own weights (`legs`: leg -> (model, fit_leg's
+    result); none: every dense leg uses the one dense weight); a reranker fit already in the
+    file (bench_retrieval_rerank.py) is kept."""
     score, fusion, weights = fitted["best"]
     previous = json.loads(path.read_text()) if path.is_file() else {}
     kept = {k: v for k, v in previous.get("config", {}).items() if k.startswith("rerank_")}
+    legs = legs or {}
+    leg_config = {"leg_weights": {leg: leg_fit["best"][2]["dense"] for leg, (_, leg_fit) in legs.items()}} \
+        if legs else {}
+    leg_record = {"leg_fit": {leg: {
+        "model": model, "fitted_on": f"{data_name} qrels/train.tsv ({train_queries} queries), "
+                                     f"EMBEDDING_PROVIDER={model}, fusion and keyword/graph weights held at the fit",
+        "train_ndcg@10": round(leg_fit["best"][0], 4),
+        "dense_only_train_ndcg@10": round(leg_fit["dense_only"], 4) if leg_fit.get("dense_only") is not None else None,
+        "build_seconds": round(leg_fit["build_seconds"], 1),
+        "grid": [{"dense": w["dense"], "train_ndcg@10": round(s, 4)}
+                 for s, _, w in sorted(leg_fit["all"], key=lambda r: r[2]["dense"])]}
+        for leg, (model, leg_fit) in legs.items()}} if legs else {}
     path.write_text(json.dumps({**{k: v for k, v in previous.items() if k == "rerank_fit"},
         "fitted_on": f"{data_name} qrels/train.tsv ({train_queries} queries), EMBEDDING_PROVIDER={provider}",
         "objective": "mean nDCG@10 over train queries (documents = best chunk)",
@@ -215,7 +262,8 @@ def write_weights(path: Path, fitted: dict, data_name: str, train_queries: int, 
         "grid": {"fusion": list(FUSIONS), "keyword": GRID_KEYWORD, "graph": GRID_GRAPH, "dense": GRID_DENSE,
                  "points": fitted["points"]},
         "runner_up": [{"train_ndcg@10": round(s, 4), "fusion": f, "weights": w} for s, f, w in fitted["top5"][1:]],
-        "config": {"fusion": fusion, "hybrid_weights": weights, **kept},
+        "config": {"fusion": fusion, "hybrid_weights": weights, **leg_config, **kept},
+        **leg_record,
         "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }, indent=2) + "\n")
 
@@ -227,6 +275,11 @@ def main() -> int:
     parser.add_argument("--embedding-provider", default=os.environ.get("EMBEDDING_PROVIDER") or "auto")
     parser.add_argument("--modes", default="keyword,graph,hybrid")
     parser.add_argument("--fit", action="store_true", help="fit weights on train queries, write the weights file")
+    parser.add_argument("--fit-legs", default="all",
+                        help="with --fit: the dense legs of the plan that the train corpus does not build (auto: "
+                             "dense_multi, e5) also get their own weight, each from a build of the train corpus "
+                             "with that leg's model (cold: e5 embeds SciFact in ~45 min on 2 cores; cached "
+                             "afterwards); 'none': every leg uses the one dense weight; or a comma list of legs")
     parser.add_argument("--weights", type=Path, default=WEIGHTS_FILE)
     parser.add_argument("--compare", action="append", metavar="PROVIDER=WEIGHTS",
                         help=f"another configuration to measure in the same run (default {DEFAULT_COMPARE[0]}; "
@@ -288,12 +341,24 @@ def main() -> int:
                                            reranker if primary else None)
             if primary and has_train and args.fit and not fitted_now:
                 fitted = fit(retriever, splits["train"][0], splits["train"][1])
-                write_weights(weights, fitted, name, len(splits["train"][0]), provider)
+                s, f, w = fitted["best"]
+                print(f"fitted on {name} train ({len(splits['train'][0])} queries): {f} {w} -> nDCG@10 {s:.4f}",
+                      flush=True)
+                leg_fits = {}
+                wanted = leg_providers_to_fit(provider, retriever)
+                if args.fit_legs != "all":
+                    chosen = {x.strip() for x in args.fit_legs.split(",")}
+                    wanted = {leg: p for leg, p in wanted.items() if leg in chosen}
+                base = RetrievalConfig(fusion=f, hybrid_weights=w)
+                for leg, leg_provider in wanted.items():
+                    leg_fit = fit_leg(corpus, splits["train"][0], splits["train"][1], leg_provider, base)
+                    leg_fits[leg] = (leg_provider, leg_fit)
+                    print(f"fitted {leg} ({leg_provider}) on {name} train: dense {leg_fit['best'][2]['dense']} "
+                          f"-> nDCG@10 {leg_fit['best'][0]:.4f} (build {leg_fit['build_seconds']:.0f} s)", flush=True)
+                write_weights(weights, fitted, name, len(splits["train"][0]), provider, leg_fits)
                 retriever.config = RetrievalConfig.from_file(weights)
                 fitted_now = True
-                s, f, w = fitted["best"]
-                print(f"fitted on {name} train ({len(splits['train'][0])} queries): {f} {w} -> nDCG@10 {s:.4f}; "
-                      f"wrote {weights}")
+                print(f"wrote {weights}")
             legs = retriever.index.manifest.get("embedding") or {}
             stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stage_seconds.items())
             heads.append(
@@ -302,7 +367,8 @@ def main() -> int:
                    or legs.get("name", "none"))
                 + f". Build {summary.seconds:.1f} s wall, {build_cpu:.1f} s CPU ({stages}; load average "
                 + f"{load_before:.1f} before, {load_after:.1f} after), index {size / 1e6:.1f} MB. "
-                + f"Weights: {retriever.config.source} ({retriever.config.fusion} {retriever.config.hybrid_weights}).")
+                + f"Weights: {retriever.config.source} ({retriever.config.fusion} {retriever.config.hybrid_weights}"
+                + (f", dense legs' own {retriever.config.leg_weights}" if retriever.config.leg_weights else "") + ").")
             record = {"build_seconds": summary.seconds, "build_cpu_seconds": build_cpu, "cold": cold,
                       "load_average_before_after": [load_before, load_after], "stage_seconds": summary.stage_seconds,
                       "index_bytes": size, "chunks": summary.chunks, "splits": {}}

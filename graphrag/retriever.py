@@ -48,6 +48,10 @@ class RetrievalConfig:
     # language that its model covers (graphrag.language), so an English-only model gives a
     # Chinese query no dense signal at all instead of a misleading one.
     hybrid_weights: dict[str, float] = field(default_factory=lambda: {"keyword": 1.0, "graph": 1.0, "dense": 1.0})
+    # A dense leg's own weight, fitted per model on the same train queries with the keyword and
+    # graph weights above held fixed (`bench_retrieval.py --fit`: e5 behind "dense_multi" gets a
+    # weight of its own instead of the one fitted for bge-small); a leg not listed uses "dense".
+    leg_weights: dict[str, float] = field(default_factory=dict)
     rerank_candidates: int = 30  # how many fused hits a reranker rescores
     # How the reranker's score meets the first stage's: None orders the candidates by the
     # cross-encoder alone; a number w orders them by minmax(fused) + w * minmax(cross-encoder).
@@ -248,14 +252,19 @@ class Retriever:
             signals[name] = dense
         return signals, candidates, coverage, expansion
 
+    def fitted_weights(self) -> dict[str, float]:
+        """The configured weights: keyword, graph, "dense" and any dense leg's own weight."""
+        return {**self.config.hybrid_weights, **self.config.leg_weights}
+
     def leg_weights(self, candidates: dict, coverage: dict[str, float],
                     weights: dict[str, float] | None = None) -> dict[str, float]:
-        """Each leg's weight for this query: the fitted weight, a dense leg's times the share of
-        the query's language it covers; legs without candidates drop out."""
-        weights = dict(weights or self.config.hybrid_weights)
+        """Each leg's weight for this query: the fitted weight (a dense leg's own where `weights`
+        names the leg, else "dense"), a dense leg's times the share of the query's language it
+        covers; legs without candidates drop out. Without `weights`, the configured ones."""
+        weights = dict(weights or self.fitted_weights())
         leg_weights = {"keyword": weights.get("keyword", 0.0), "graph": weights.get("graph", 0.0)}
         for name, share in coverage.items():
-            leg_weights[name] = weights.get("dense", 0.0) * share
+            leg_weights[name] = weights.get(name, weights.get("dense", 0.0)) * share
         leg_weights = {name: w for name, w in leg_weights.items() if w > 0 and candidates.get(name)}
         if not leg_weights:
             leg_weights = {name: 1.0 for name in ("keyword", "graph") if candidates.get(name)}
@@ -297,7 +306,9 @@ class Retriever:
             leg_ranks = {("dense" if name not in ("keyword", "graph") and len(coverage) == 1 else name):
                          ranks[name].get(i) for name in candidates}
             hits.append(self._hit(i, fused[i], query_tokens, leg_ranks, expansion))
-        legs = ["bm25", "graph"] + (["dense"] if coverage and self.config.hybrid_weights.get("dense", 0) > 0 else [])
+        weights = self.fitted_weights()
+        dense_used = any(weights.get(name, weights.get("dense", 0.0)) > 0 for name in coverage)
+        legs = ["bm25", "graph"] + (["dense"] if dense_used else [])
         return hits, legs
 
     # ---- graph expansion ------------------------------------------------------------------------
