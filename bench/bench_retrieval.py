@@ -243,7 +243,6 @@ def write_weights(path: Path, fitted: dict, data_name: str, train_queries: int, 
     score, fusion, weights = fitted["best"]
     previous = json.loads(path.read_text()) if path.is_file() else {}
     kept = {k: v for k, v in previous.get("config", {}).items() if k.startswith("rerank_")}
-    legs = legs or {}
     leg_config = {"leg_weights": {leg: leg_fit["best"][2]["dense"] for leg, (_, leg_fit) in legs.items()}} \
         if legs else {}
     leg_record = {"leg_fit": {leg: {

@@ -88,6 +88,11 @@ class _Expansion:
     community: int  # dominant community of the keyword seeds, -1 if none
 
 
+def dense_leg_weight(weights: dict[str, float], leg: str) -> float:
+    """A dense leg's weight: its own where `weights` names the leg, else the one "dense" weight."""
+    return weights.get(leg, weights.get("dense", 0.0))
+
+
 class Retriever:
     def __init__(self, index: IndexData, embedder: Embedder | None = None, config: RetrievalConfig | None = None,
                  embedders: dict[str, Embedder | None] | None = None, reranker=None):
@@ -264,7 +269,7 @@ class Retriever:
         weights = dict(weights or self.fitted_weights())
         leg_weights = {"keyword": weights.get("keyword", 0.0), "graph": weights.get("graph", 0.0)}
         for name, share in coverage.items():
-            leg_weights[name] = weights.get(name, weights.get("dense", 0.0)) * share
+            leg_weights[name] = dense_leg_weight(weights, name) * share
         leg_weights = {name: w for name, w in leg_weights.items() if w > 0 and candidates.get(name)}
         if not leg_weights:
             leg_weights = {name: 1.0 for name in ("keyword", "graph") if candidates.get(name)}
@@ -307,7 +312,7 @@ class Retriever:
                          ranks[name].get(i) for name in candidates}
             hits.append(self._hit(i, fused[i], query_tokens, leg_ranks, expansion))
         weights = self.fitted_weights()
-        dense_used = any(weights.get(name, weights.get("dense", 0.0)) > 0 for name in coverage)
+        dense_used = any(dense_leg_weight(weights, name) > 0 for name in coverage)
         legs = ["bm25", "graph"] + (["dense"] if dense_used else [])
         return hits, legs
 

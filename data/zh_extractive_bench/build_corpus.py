@@ -152,11 +152,10 @@ def question_what(tokens, rng: random.Random, count: int) -> list[str]:
             for a, b in sorted(spans[:count])]
 
 
-def question_how(clause: str) -> str | None:
+def question_how(clause: str, tokens) -> str | None:
     """"用X来Y" / "通过X，Y" -> "如何Y"; "用X表达" -> "如何表达"."""
     if not clause.startswith(HOW_START):
         return None
-    tokens = words(clause)
     for i, (word, _) in enumerate(tokens):
         if i > 0 and word in {"来", "去"} and i + 1 < len(tokens):
             return "如何" + "".join(w for w, _ in tokens[i + 1:])
@@ -184,10 +183,9 @@ def questions_for(doc: dict, rng: random.Random) -> list[str]:
                 made.append("为什么" + re.sub(r"^(因为|由于|并且|并|而且|也)", "", clause))
             if clause.startswith(("因为", "由于")) and following:
                 made.append("为什么" + following)
-            how = question_how(clause)
+            how = question_how(clause, tokens)
             if how:
-                subject = with_context(previous, how) if previous else how
-                made.append(subject)
+                made.append(with_context(previous, how))
             listed = question_list(tokens)
             if listed:
                 made.append(with_context(previous, listed))
