@@ -25,6 +25,12 @@ English: `dense_multi`, e5) gets its own dense weight (config `leg_weights`), fi
 train queries from a build with that leg's model alone, the fusion and keyword/graph weights held
 at the fitted point (--fit-legs none: every leg uses the one dense weight).
 
+With --fit, the keyword leg's boost by term coverage (config `keyword_coverage`, see
+graphrag.retriever.RetrievalConfig) is fitted last, on the train queries together with extractive
+proxy questions made from the train corpus's own documents (extractive_queries, seed
+EXTRACTIVE_FIT_SEED, documents judged by test queries excluded). Every corpus with a train split is
+also measured on a held-out proxy split ("extractive (held-out)": another seed, other documents).
+
 --compare PROVIDER=WEIGHTS evaluates another configuration (its own fitted weights file) in
 the same run, side by side: by default the previous default (`auto-minilm`: all-MiniLM-L6-v2
 for English) with the weights that were fitted for it.
@@ -38,6 +44,7 @@ import json
 import math
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -56,6 +63,7 @@ from graphrag.language import primary_language  # noqa: E402
 from graphrag.rerank import load_reranker  # noqa: E402
 from graphrag.retriever import WEIGHTS_FILE, RetrievalConfig, Retriever  # noqa: E402
 from graphrag.service import IndexHolder  # noqa: E402
+from graphrag.text import tokenize  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = [REPO.parent / "shared" / "data" / "scifact_beir", REPO / "data" / "zh_writing_bench",
@@ -69,6 +77,16 @@ GRID_DENSE = (0.5, 1.0, 1.5, 2.0)
 # A dense leg's own weight (fit_leg), with the fitted keyword and graph weights held fixed.
 LEG_GRID = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 FUSIONS = ("weighted", "zscore", "rrf")
+# The keyword leg's boost by term coverage (RetrievalConfig.keyword_coverage), fitted after the
+# weights above on the train queries together with extractive proxy queries (extractive_queries).
+COVERAGE_FROM = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+COVERAGE_BOOST = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+# The rule: the best train score among the points whose hybrid is within this of keyword
+# retrieval on the extractive fit queries (the issue's "never below keyword"; a tie on 300 queries
+# is within noise), the smaller boost on ties.
+COVERAGE_TOLERANCE = 0.005
+EXTRACTIVE_QUERIES = 300
+EXTRACTIVE_FIT_SEED, EXTRACTIVE_HELD_OUT_SEED = 7, 11
 
 
 # ---- data and metrics ------------------------------------------------------------------------
@@ -86,6 +104,85 @@ def load_qrels(path: Path) -> dict[str, dict[str, int]]:
             query_id, doc_id, score = line.rstrip("\n").split("\t")
             qrels.setdefault(query_id, {})[doc_id] = int(score)
     return qrels
+
+
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+
+
+def extractive_queries(corpus, count: int, seed: int, exclude: set[str] = frozenset()):
+    """Extractive proxy questions from a corpus's own English text, as SQuAD-style annotators
+    write them while reading a passage: one sentence of 10-30 words with a 2-4 word span (the
+    "answer") removed and "What" in front; the sentence's document is the one relevant one.
+    Seeded, one question per document, documents in `exclude` skipped. Returns (queries, qrels)."""
+    rng = random.Random(seed)
+    queries, qrels = {}, {}
+    for doc in rng.sample(corpus, len(corpus)):
+        if doc["_id"] in exclude:
+            continue
+        sentences = [x for x in _SENTENCE_SPLIT.split(doc.get("text", "")) if 10 <= len(x.split()) <= 30]
+        if not sentences:
+            continue
+        words = rng.choice(sentences).rstrip(".").split()
+        span = rng.randint(2, 4)
+        start = rng.randint(2, len(words) - span)
+        query_id = f"extractive-{seed}-{len(queries)}"
+        queries[query_id] = " ".join(["What", *words[:start], *words[start + span:]]) + "?"
+        qrels[query_id] = {doc["_id"]: 1}
+        if len(queries) == count:
+            break
+    return queries, qrels
+
+
+def fit_keyword_coverage(retriever: Retriever, train, extractive) -> dict:
+    """The keyword boost by term coverage (COVERAGE_FROM x COVERAGE_BOOST), everything else as
+    configured: scored on the train queries and on extractive proxy queries; the rule is
+    COVERAGE_TOLERANCE's. train / extractive: (queries, qrels)."""
+    def cache(queries):
+        rows = []
+        for query_id, text in queries.items():
+            tokens = tokenize(text)
+            signals, candidates, coverage, _ = retriever.signals(text)
+            rows.append((query_id, signals, candidates, coverage, retriever.term_coverage(tokens, signals["keyword"])))
+        return rows
+
+    def score(rows, qrels, setting) -> float:
+        return statistics.mean(ndcg_at_k(chunks_to_documents(retriever, top_items(
+            retriever.fuse(signals, candidates, coverage, term_coverage=term_coverage, keyword_coverage=setting),
+            120)), qrels[query_id]) for query_id, signals, candidates, coverage, term_coverage in rows)
+
+    train_rows, extractive_rows = cache(train[0]), cache(extractive[0])
+    keyword_alone = evaluate(retriever, extractive[0], extractive[1], "keyword")["ndcg@10"]
+    grid = []
+    for start, boost in itertools.product(COVERAGE_FROM, COVERAGE_BOOST):
+        if boost == 0 and start != COVERAGE_FROM[0]:
+            continue  # no boost: one point
+        setting = {"from": start, "boost": boost}
+        grid.append({**setting, "train_ndcg@10": round(score(train_rows, train[1], setting), 4),
+                     "extractive_ndcg@10": round(score(extractive_rows, extractive[1], setting), 4)})
+    within = [g for g in grid if g["extractive_ndcg@10"] >= keyword_alone - COVERAGE_TOLERANCE]
+    best = max(within, key=lambda g: (g["train_ndcg@10"], -g["boost"], g["from"])) if within else \
+        max(grid, key=lambda g: (g["extractive_ndcg@10"], g["train_ndcg@10"]))
+    return {"best": best, "grid": grid, "extractive_keyword_ndcg@10": round(keyword_alone, 4),
+            "train_coverage_median": round(statistics.median(r[4] for r in train_rows), 3),
+            "extractive_coverage_median": round(statistics.median(r[4] for r in extractive_rows), 3)}
+
+
+def write_keyword_coverage(path: Path, fitted: dict, data_name: str, train_queries: int, extractive_queries_n: int,
+                           extractive_excluded: int) -> None:
+    """Adds the keyword coverage fit to the weights file that write_weights wrote."""
+    saved = json.loads(path.read_text())
+    best = fitted["best"]
+    saved["config"]["keyword_coverage"] = {"from": best["from"], "boost": best["boost"]}
+    saved["keyword_coverage_fit"] = {
+        "fitted_on": f"{data_name} qrels/train.tsv ({train_queries} queries) and {extractive_queries_n} extractive "
+                     f"proxy queries made from {data_name} documents (seed {EXTRACTIVE_FIT_SEED}; the "
+                     f"{extractive_excluded} documents judged in qrels/test.tsv excluded)",
+        "rule": f"best train nDCG@10 among points whose extractive hybrid is >= keyword - {COVERAGE_TOLERANCE}",
+        "extractive_keyword_ndcg@10": fitted["extractive_keyword_ndcg@10"],
+        "term_coverage_median": {"train": fitted["train_coverage_median"],
+                                 "extractive": fitted["extractive_coverage_median"]},
+        "chosen": best, "grid": fitted["grid"]}
+    path.write_text(json.dumps(saved, indent=2) + "\n")
 
 
 def ndcg_at_k(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float:
@@ -322,6 +419,13 @@ def main() -> int:
         if has_train:
             _, train_queries, train_qrels = load_beir(folder, "train")
             splits["train"] = (train_queries, train_qrels)
+            # extractive proxy questions (never fitted on): does the dense leg keep away from
+            # questions that copy a passage's words? The fit set's documents are excluded.
+            judged = {doc for rel in test_qrels.values() for doc in rel}
+            fit_set = extractive_queries(corpus, EXTRACTIVE_QUERIES, EXTRACTIVE_FIT_SEED, judged)
+            splits["extractive (held-out)"] = extractive_queries(
+                corpus, EXTRACTIVE_QUERIES, EXTRACTIVE_HELD_OUT_SEED,
+                {doc for rel in fit_set[1].values() for doc in rel})
         table = ["| config | split | mode | nDCG@10 | R@100 | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms |",
                  "|---|---|---|---|---|---|---|---|---|"]
         heads, notes = [], []
@@ -356,6 +460,12 @@ def main() -> int:
                           f"-> nDCG@10 {leg_fit['best'][0]:.4f} (build {leg_fit['build_seconds']:.0f} s)", flush=True)
                 write_weights(weights, fitted, name, len(splits["train"][0]), provider, leg_fits)
                 retriever.config = RetrievalConfig.from_file(weights)
+                coverage_fit = fit_keyword_coverage(retriever, splits["train"], fit_set)
+                write_keyword_coverage(weights, coverage_fit, name, len(splits["train"][0]), len(fit_set[0]),
+                                       len(judged))
+                retriever.config = RetrievalConfig.from_file(weights)
+                print(f"fitted keyword coverage boost: {coverage_fit['best']} (extractive keyword alone "
+                      f"{coverage_fit['extractive_keyword_ndcg@10']})", flush=True)
                 fitted_now = True
                 print(f"wrote {weights}")
             legs = retriever.index.manifest.get("embedding") or {}
@@ -367,7 +477,9 @@ def main() -> int:
                 + f". Build {summary.seconds:.1f} s wall, {build_cpu:.1f} s CPU ({stages}; load average "
                 + f"{load_before:.1f} before, {load_after:.1f} after), index {size / 1e6:.1f} MB. "
                 + f"Weights: {retriever.config.source} ({retriever.config.fusion} {retriever.config.hybrid_weights}"
-                + (f", dense legs' own {retriever.config.leg_weights}" if retriever.config.leg_weights else "") + ").")
+                + (f", dense legs' own {retriever.config.leg_weights}" if retriever.config.leg_weights else "")
+                + (f", keyword coverage boost {retriever.config.keyword_coverage}"
+                   if retriever.config.keyword_coverage else "") + ").")
             record = {"build_seconds": summary.seconds, "build_cpu_seconds": build_cpu, "cold": cold,
                       "load_average_before_after": [load_before, load_after], "stage_seconds": summary.stage_seconds,
                       "index_bytes": size, "chunks": summary.chunks, "splits": {}}

@@ -52,6 +52,13 @@ class RetrievalConfig:
     # graph weights above held fixed (`bench_retrieval.py --fit`: e5 behind "dense_multi" gets a
     # weight of its own instead of the one fitted for bge-small); a leg not listed uses "dense".
     leg_weights: dict[str, float] = field(default_factory=dict)
+    # The keyword weight grows with the query's term coverage (Retriever.term_coverage: the
+    # idf-weighted share of its distinct terms that the best keyword chunk contains):
+    # keyword + boost * clip((coverage - from) / (1 - from), 0, 1). A question that copies a
+    # passage's words (extractive, SQuAD/CMRC-style) is what BM25 answers almost perfectly, and
+    # the dense-heavy weights fitted on SciFact's paraphrased claims would pull it below keyword
+    # retrieval. {"from": ..., "boost": ...}, fitted by `bench_retrieval.py --fit`; empty: no boost.
+    keyword_coverage: dict[str, float] = field(default_factory=dict)
     rerank_candidates: int = 30  # how many fused hits a reranker rescores
     # How the reranker's score meets the first stage's: None orders the candidates by the
     # cross-encoder alone; a number w orders them by minmax(fused) + w * minmax(cross-encoder).
@@ -93,6 +100,14 @@ def dense_leg_weight(weights: dict[str, float], leg: str) -> float:
     return weights.get(leg, weights.get("dense", 0.0))
 
 
+def keyword_boost(term_coverage: float, setting: dict[str, float] | None) -> float:
+    """What the keyword weight gains at this term coverage (RetrievalConfig.keyword_coverage)."""
+    if not setting or not setting.get("boost"):
+        return 0.0
+    start = min(float(setting.get("from", 1.0)), 0.999)
+    return float(setting["boost"]) * min(1.0, max(0.0, (term_coverage - start) / (1.0 - start)))
+
+
 class Retriever:
     def __init__(self, index: IndexData, embedder: Embedder | None = None, config: RetrievalConfig | None = None,
                  embedders: dict[str, Embedder | None] | None = None, reranker=None):
@@ -110,6 +125,8 @@ class Retriever:
         self.vocabulary = set(index.bm25.vocab_dict)
         self.chunk_position = {chunk.id: i for i, chunk in enumerate(index.chunks)}
         self.chunk_community = np.asarray(index.chunk_community or [-1] * len(index.chunks), dtype=np.int64)
+        # documents per term (bm25s keeps postings per vocabulary id), for term_coverage's idf
+        self.document_frequency = np.diff(np.asarray(index.bm25.scores["indptr"]))
         graph = index.cooccurrence
         self.term_strength = {term: float(graph.degree(term, weight="weight")) for term in graph}
 
@@ -257,17 +274,40 @@ class Retriever:
             signals[name] = dense
         return signals, candidates, coverage, expansion
 
+    def term_coverage(self, query_tokens: list[str], keyword: np.ndarray) -> float:
+        """The idf-weighted share of the query's distinct terms that its best keyword chunk
+        contains (0 without a keyword hit). Near 1 when the query copies a passage's words;
+        a term the corpus lacks counts as missing, with the highest idf."""
+        terms = [t for t in dict.fromkeys(query_tokens) if t]
+        if not terms or keyword.size == 0 or float(keyword.max()) <= 0:
+            return 0.0
+        best = set(self.index.chunks[int(np.argmax(keyword))].tokens)
+        total = len(self.index.chunks)
+        vocab = self.index.bm25.vocab_dict
+        weights = {}
+        for term in terms:
+            df = int(self.document_frequency[vocab[term]]) if term in vocab else 0
+            weights[term] = math.log(1.0 + (total - df + 0.5) / (df + 0.5))
+        return sum(w for t, w in weights.items() if t in best) / sum(weights.values())
+
     def fitted_weights(self) -> dict[str, float]:
         """The configured weights: keyword, graph, "dense" and any dense leg's own weight."""
         return {**self.config.hybrid_weights, **self.config.leg_weights}
 
     def leg_weights(self, candidates: dict, coverage: dict[str, float],
-                    weights: dict[str, float] | None = None) -> dict[str, float]:
+                    weights: dict[str, float] | None = None, term_coverage: float = 0.0,
+                    keyword_coverage: dict[str, float] | None = None) -> dict[str, float]:
         """Each leg's weight for this query: the fitted weight (a dense leg's own where `weights`
         names the leg, else "dense"), a dense leg's times the share of the query's language it
-        covers; legs without candidates drop out. Without `weights`, the configured ones."""
+        covers, the keyword leg's raised by its term coverage (keyword_boost; default setting:
+        the configured one); legs without candidates drop out. Without `weights`, the configured
+        ones."""
         weights = dict(weights or self.fitted_weights())
-        leg_weights = {"keyword": weights.get("keyword", 0.0), "graph": weights.get("graph", 0.0)}
+        setting = self.config.keyword_coverage if keyword_coverage is None else keyword_coverage
+        keyword = weights.get("keyword", 0.0)
+        if keyword > 0:  # a mode that leaves the keyword leg out (dense alone) stays without it
+            keyword += keyword_boost(term_coverage, setting)
+        leg_weights = {"keyword": keyword, "graph": weights.get("graph", 0.0)}
         for name, share in coverage.items():
             leg_weights[name] = dense_leg_weight(weights, name) * share
         leg_weights = {name: w for name, w in leg_weights.items() if w > 0 and candidates.get(name)}
@@ -290,8 +330,9 @@ class Retriever:
 
     def fuse(self, signals: dict, candidates: dict, coverage: dict[str, float],
              weights: dict[str, float] | None = None, fusion: str | None = None,
-             mask: np.ndarray | None = None) -> dict[int, float]:
-        leg_weights = self.leg_weights(candidates, coverage, weights)
+             mask: np.ndarray | None = None, term_coverage: float = 0.0,
+             keyword_coverage: dict[str, float] | None = None) -> dict[int, float]:
+        leg_weights = self.leg_weights(candidates, coverage, weights, term_coverage, keyword_coverage)
         fusion = fusion or self.config.fusion
         if fusion == "rrf":
             return reciprocal_rank_fusion({k: candidates[k] for k in leg_weights}, leg_weights)
@@ -304,7 +345,8 @@ class Retriever:
     def hybrid(self, query: str, query_tokens: list[str], top_k: int,
                mask: np.ndarray | None) -> tuple[list[Hit], list[str]]:
         signals, candidates, coverage, expansion = self.signals(query, query_tokens, mask)
-        fused = self.fuse(signals, candidates, coverage, mask=mask)
+        term_coverage = self.term_coverage(query_tokens, signals["keyword"])
+        fused = self.fuse(signals, candidates, coverage, mask=mask, term_coverage=term_coverage)
         ranks = {name: {item: r for r, item in enumerate(ranking, start=1)} for name, ranking in candidates.items()}
         hits = []
         for i in top_items(fused, top_k):

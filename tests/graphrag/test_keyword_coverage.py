@@ -1,0 +1,98 @@
+"""The keyword leg's boost by term coverage: a query that copies a passage's words gets the
+keyword order back from a dense-heavy fusion; the setting comes from the fitted weights file."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from graphrag.retriever import WEIGHTS_FILE, RetrievalConfig, Retriever, keyword_boost
+from graphrag.text import tokenize
+from tests.graphrag.test_graphrag_language import _legs_retriever
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from bench_retrieval import COVERAGE_TOLERANCE, extractive_queries  # noqa: E402
+
+COPIED = "Support the claim with evidence from sources"  # a sentence of the fixture course
+
+
+def test_the_boost_ramps_from_the_fitted_start_to_full_coverage():
+    setting = {"from": 0.6, "boost": 4.0}
+    assert keyword_boost(0.3, setting) == 0.0 and keyword_boost(0.6, setting) == 0.0
+    assert keyword_boost(0.8, setting) == pytest.approx(2.0)
+    assert keyword_boost(1.0, setting) == pytest.approx(4.0)
+    assert keyword_boost(1.0, {}) == 0.0 and keyword_boost(1.0, {"from": 0.6, "boost": 0.0}) == 0.0
+
+
+def _idf(retriever: Retriever, term: str) -> float:
+    vocab = retriever.index.bm25.vocab_dict
+    df = int(retriever.document_frequency[vocab[term]]) if term in vocab else 0
+    n = len(retriever.index.chunks)
+    return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+
+def test_term_coverage_is_the_idf_weighted_share_found_in_the_best_keyword_chunk(built):
+    retriever, _, _ = _legs_retriever(built, english_only=True)
+    tokens = tokenize(COPIED)
+    keyword = retriever.keyword_scores(tokens, None)
+    assert retriever.term_coverage(tokens, keyword) == pytest.approx(1.0)
+
+    # a word the corpus lacks counts as missing, with the highest idf of all
+    tokens = tokenize("thesis zyxwvut")
+    keyword = retriever.keyword_scores(tokens, None)
+    thesis, unknown = tokens  # as indexed (stemmed)
+    best = set(retriever.index.chunks[int(np.argmax(keyword))].tokens)
+    assert thesis in best and unknown not in best
+    expected = _idf(retriever, thesis) / (_idf(retriever, thesis) + _idf(retriever, unknown))
+    assert retriever.term_coverage(tokens, keyword) == pytest.approx(expected)
+    assert 0 < expected < 0.5
+
+    nothing = tokenize("zyxwvut qponml")
+    assert retriever.term_coverage(nothing, retriever.keyword_scores(nothing, None)) == 0.0
+
+
+def test_a_query_that_copies_a_passage_gets_the_keyword_order_back(built):
+    retriever, _, english = _legs_retriever(built, english_only=True)
+    keyword_first = retriever.search(COPIED, 1, "keyword")[0].chunk_index
+    assert keyword_first != english[-1]  # the fake English model prefers the last English chunk
+    weights = {"keyword": 0.25, "graph": 0.0, "dense": 50.0}
+
+    retriever.config = RetrievalConfig(fusion="zscore", hybrid_weights=weights)
+    assert retriever.search(COPIED, 1, "hybrid")[0].chunk_index == english[-1]  # the dense leg decides
+
+    retriever.config = RetrievalConfig(fusion="zscore", hybrid_weights=weights,
+                                       keyword_coverage={"from": 0.7, "boost": 1000.0})
+    hits, legs = retriever.search_with_legs(COPIED, 1, "hybrid")
+    assert hits[0].chunk_index == keyword_first and legs == ["bm25", "graph", "dense"]
+    # a query the best chunk covers only partly keeps the dense-heavy fusion
+    partial = "thesis zyxwvut qponml"
+    assert retriever.term_coverage(tokenize(partial), retriever.keyword_scores(tokenize(partial), None)) < 0.7
+    assert retriever.search(partial, 1, "hybrid")[0].chunk_index == english[-1]
+
+
+def test_extractive_proxy_queries_copy_one_sentence_of_their_document():
+    text = ("Short one. The enzyme binds the receptor in the membrane of cultured human cells under low oxygen. "
+            "Another sentence that is long enough to be chosen by the generator for its question here.")
+    corpus = [{"_id": str(i), "title": f"t{i}", "text": text} for i in range(30)]
+    queries, qrels = extractive_queries(corpus, 10, seed=3, exclude={"0", "1"})
+    assert len(queries) == 10 and queries == extractive_queries(corpus, 10, seed=3, exclude={"0", "1"})[0]
+    assert all(set(rel) - {"0", "1"} == set(rel) and len(rel) == 1 for rel in qrels.values())
+    assert len({doc for rel in qrels.values() for doc in rel}) == 10  # one question per document
+    for query in queries.values():
+        words = query.rstrip("?").split()
+        assert words[0] == "What" and set(words[1:]) <= set(text.replace(".", "").split())
+        assert 10 - 4 <= len(words) - 1 <= 30 - 2  # one sentence less its 2-4 word answer span
+
+
+def test_the_shipped_boost_was_chosen_by_its_rule_on_train_and_proxy_queries():
+    fitted = json.loads(WEIGHTS_FILE.read_text())
+    setting, record = fitted["config"]["keyword_coverage"], fitted["keyword_coverage_fit"]
+    assert "train.tsv" in record["fitted_on"] and "excluded" in record["fitted_on"]
+    within = [row for row in record["grid"]
+              if row["extractive_ndcg@10"] >= record["extractive_keyword_ndcg@10"] - COVERAGE_TOLERANCE]
+    best = max(within, key=lambda row: (row["train_ndcg@10"], -row["boost"], row["from"]))
+    assert setting == {"from": best["from"], "boost": best["boost"]}
+    assert RetrievalConfig.from_file().keyword_coverage == setting
