@@ -38,6 +38,31 @@ WINDOW_CHARS = 80  # characters per embedded window: about a sentence, so a beni
 CACHE_SIZE = 4096  # embedded windows kept per language
 MIN_WINDOW_CHARS = 12  # shorter sentences ("OK.", "Hi!") join the next one
 MAX_WINDOWS = 24  # longer texts: the first windows and the last ones
+# A Chinese character carries about what an English word does: 80 of them are three or four sentences,
+# enough for a benign context to dilute one unsafe clause, and 12 is already a full sentence. Chinese
+# windows are therefore shorter, and an over-long sentence is cut at a comma rather than mid-word.
+WINDOW_CHARS_ZH = 40
+MIN_WINDOW_CHARS_ZH = 6
+_CLAUSE_END = re.compile(r"[，,、：:）)」』”]")
+
+
+def _t2s():
+    """Traditional -> simplified Chinese (OpenCC, character and phrase tables): the lexicon, the
+    patterns and the seed phrasings are written in simplified characters, and students in Taiwan or
+    Hong Kong write 殺/憂鬱/無視; without this a traditional text matches no Chinese phrase at all."""
+    try:
+        import opencc
+
+        return opencc.OpenCC("t2s").convert
+    except (ImportError, OSError):  # an optional dependency: without it traditional text is taken as is
+        return lambda text: text
+
+
+_TO_SIMPLIFIED = _t2s()
+
+
+def to_simplified(text: str) -> str:
+    return _TO_SIMPLIFIED(text) if _CJK.search(text) else text
 
 
 @dataclass(frozen=True)
@@ -65,20 +90,26 @@ def _seeds(name: str) -> list[str]:
             if line.strip() and not line.lstrip().startswith("#")]
 
 
-def windows(text: str) -> list[str]:
-    """The text as windows of about WINDOW_CHARS characters, on sentence ends where possible."""
+def windows(text: str, lang: str = "en") -> list[str]:
+    """The text as windows of about WINDOW_CHARS characters (WINDOW_CHARS_ZH for Chinese), on sentence
+    ends where possible."""
     text = text.strip()
     if not text:
         return []
+    size, least = (WINDOW_CHARS_ZH, MIN_WINDOW_CHARS_ZH) if lang == "zh" else (WINDOW_CHARS, MIN_WINDOW_CHARS)
     parts, current = [], ""
     for sentence in _WINDOW_SPLIT.split(text):
-        while len(sentence) > WINDOW_CHARS:
+        while len(sentence) > size:
             if current:
                 parts.append(current)
                 current = ""
-            parts.append(sentence[:WINDOW_CHARS])
-            sentence = sentence[WINDOW_CHARS:]
-        if current and (len(current) >= MIN_WINDOW_CHARS or len(current) + len(sentence) + 1 > WINDOW_CHARS):
+            cut = size
+            if lang == "zh":  # at the last clause end inside the window, when there is one past `least`
+                ends = [m.end() for m in _CLAUSE_END.finditer(sentence, least, size)]
+                cut = ends[-1] if ends else size
+            parts.append(sentence[:cut])
+            sentence = sentence[cut:]
+        if current and (len(current) >= least or len(current) + len(sentence) + 1 > size):
             parts.append(current)
             current = ""
         current = f"{current} {sentence}".strip()
@@ -97,8 +128,9 @@ class SimilarityIndex:
         self.embedder = embedder
         self.lang = lang
         self.top_k = top_k
-        self.seeds = {c: embedder.encode(_seeds(f"{c}.{lang}.txt")) for c in EMBEDDED_CATEGORIES}
-        self.benign = embedder.encode(_seeds(f"benign.{lang}.txt"))
+        seeds = (lambda name: [to_simplified(t) for t in _seeds(name)]) if lang == "zh" else _seeds
+        self.seeds = {c: embedder.encode(seeds(f"{c}.{lang}.txt")) for c in EMBEDDED_CATEGORIES}
+        self.benign = embedder.encode(seeds(f"benign.{lang}.txt"))
         self._cache: dict[str, np.ndarray] = {}  # insertion-ordered: the oldest entries go first
         self._cache_lock = threading.Lock()
 
@@ -207,6 +239,9 @@ class Moderator:
         parts: dict[str, list[tuple[float, str]]] = {c: [] for c in EMBEDDED_CATEGORIES}
         has_cjk = bool(_CJK.search(text))
         has_latin = bool(_LATIN_WORD.search(text))
+        if has_cjk:  # phrases, patterns and seeds are simplified (spans: OpenCC's t2s keeps the length)
+            simplified = to_simplified(text)
+            text = simplified if len(simplified) == len(text) else text
         if kind != "output":
             best = None
             for pattern in INJECTION:
@@ -229,7 +264,7 @@ class Moderator:
         embedded = None
         if self.indexes:
             index = self.indexes.get("zh" if has_cjk else "en") or next(iter(self.indexes.values()))
-            embedded = (index.lang, index.raw(windows(text)), _persons(text))
+            embedded = (index.lang, index.raw(windows(text, index.lang)), _persons(text))
         return spans, parts, embedded
 
     def combine(self, spans, parts, embedded, *, kind: str = "input", thresholds: dict | None = None):
@@ -244,10 +279,17 @@ class Moderator:
             settings = thresholds.get("embedding", {}).get(lang, {})
             temperature = settings.get("temperature", 0.02)
             margin = settings.get("margin", 0.0)
+            rival_slack = settings.get("rival_slack")
             for category, pairs in raw.items():
                 threshold = settings.get(category, settings.get("default", 0.6))
                 # both: close enough to the category's seeds, and closer to them than to any benign one
                 margins = np.minimum(pairs[:, 0] - threshold, pairs[:, 0] - pairs[:, 1] - margin)
+                if rival_slack is not None and len(raw) > 1:
+                    # and not clearly closer to another category's seeds: e5 puts every unsafe text near
+                    # every unsafe seed ("burn his house down" ~ self-harm seeds at 0.90), so without this the
+                    # calibrated thresholds climb to keep categories apart, and recall falls
+                    rival = np.max([other[:, 0] for c, other in raw.items() if c != category], axis=0)
+                    margins = np.minimum(margins, pairs[:, 0] - rival + rival_slack)
                 score = _sigmoid(float(margins.max()) / temperature)
                 if category == "self_harm" and second and not first:
                     score *= SECOND_PERSON_SELF_HARM  # "everyone hates you" is aimed at someone else: harassment
