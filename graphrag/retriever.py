@@ -53,11 +53,12 @@ class RetrievalConfig:
     # weight of its own instead of the one fitted for bge-small); a leg not listed uses "dense".
     leg_weights: dict[str, float] = field(default_factory=dict)
     # The keyword weight grows with the query's term coverage (Retriever.term_coverage: the
-    # idf-weighted share of its distinct terms that the best keyword chunk contains):
-    # keyword + boost * clip((coverage - from) / (1 - from), 0, 1). A question that copies a
-    # passage's words (extractive, SQuAD/CMRC-style) is what BM25 answers almost perfectly, and
-    # the dense-heavy weights fitted on SciFact's paraphrased claims would pull it below keyword
-    # retrieval. {"from": ..., "boost": ...}, fitted by `bench_retrieval.py --fit`; empty: no boost.
+    # idf-weighted share of its distinct terms that the best `top` keyword chunks contain
+    # together): keyword + boost * clip((coverage - from) / (1 - from), 0, 1). A question that
+    # copies a passage's words (extractive, SQuAD/CMRC-style), or asks about two passages at once,
+    # is what BM25 answers well and a single query vector does not, and the dense-heavy weights
+    # fitted on SciFact's paraphrased claims would pull it below keyword retrieval.
+    # {"from": ..., "boost": ..., "top": ...}, fitted by `bench_retrieval.py --fit`; empty: no boost.
     keyword_coverage: dict[str, float] = field(default_factory=dict)
     rerank_candidates: int = 30  # how many fused hits a reranker rescores
     # How the reranker's score meets the first stage's: None orders the candidates by the
@@ -274,14 +275,15 @@ class Retriever:
             signals[name] = dense
         return signals, candidates, coverage, expansion
 
-    def term_coverage(self, query_tokens: list[str], keyword: np.ndarray) -> float:
-        """The idf-weighted share of the query's distinct terms that its best keyword chunk
-        contains (0 without a keyword hit). Near 1 when the query copies a passage's words;
-        a term the corpus lacks counts as missing, with the highest idf."""
+    def term_coverage(self, query_tokens: list[str], keyword: np.ndarray, top: int = 1) -> float:
+        """The idf-weighted share of the query's distinct terms that its best `top` keyword
+        chunks contain together (0 without a keyword hit). Near 1 when the query copies a
+        passage's words (top 1) or two passages' (top 2); a term the corpus lacks counts as
+        missing, with the highest idf."""
         terms = [t for t in dict.fromkeys(query_tokens) if t]
         if not terms or keyword.size == 0 or float(keyword.max()) <= 0:
             return 0.0
-        best = set(self.index.chunks[int(np.argmax(keyword))].tokens)
+        best = set().union(*(self.index.chunks[i].tokens for i in _top_positive(keyword, max(1, top))))
         total = len(self.index.chunks)
         vocab = self.index.bm25.vocab_dict
         weights = {}
@@ -345,7 +347,8 @@ class Retriever:
     def hybrid(self, query: str, query_tokens: list[str], top_k: int,
                mask: np.ndarray | None) -> tuple[list[Hit], list[str]]:
         signals, candidates, coverage, expansion = self.signals(query, query_tokens, mask)
-        term_coverage = self.term_coverage(query_tokens, signals["keyword"])
+        term_coverage = self.term_coverage(query_tokens, signals["keyword"],
+                                           int(self.config.keyword_coverage.get("top", 1)))
         fused = self.fuse(signals, candidates, coverage, mask=mask, term_coverage=term_coverage)
         ranks = {name: {item: r for r, item in enumerate(ranking, start=1)} for name, ranking in candidates.items()}
         hits = []
