@@ -88,6 +88,9 @@ COVERAGE_BOOST = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0, 16.0)
 # questions) comes closest to keyword retrieval on it (the issue's "never below keyword"); the
 # smaller boost, then the higher start, then the fewer chunks on ties.
 COVERAGE_TOLERANCE = 0.005
+# then, the coverage setting held, the boost by the keyword-dense coverage gap (same rule)
+GAP_FROM = (0.0, 0.1, 0.2, 0.3)
+GAP_BOOST = (1.0, 2.0, 4.0, 8.0, 16.0)
 PROXY_QUERIES = {"extractive": 300, "two-part": 200}
 PROXY_FIT_SEED, PROXY_HELD_OUT_SEED = 7, 11
 
@@ -169,8 +172,9 @@ def proxy_sets(corpus, seed: int, exclude: set[str] = frozenset()) -> dict:
 
 def fit_keyword_coverage(retriever: Retriever, train, proxies: dict) -> dict:
     """The keyword boost by term coverage (COVERAGE_TOP x COVERAGE_FROM x COVERAGE_BOOST, and no
-    boost), everything else as configured: scored on the train queries and on each proxy set
-    (name -> (queries, qrels)); the rule is COVERAGE_TOLERANCE's."""
+    boost), everything else as configured, then with it held the boost by the coverage gap
+    (GAP_FROM x GAP_BOOST, and none): scored on the train queries and on each proxy set
+    (name -> (queries, qrels)); the rule, at both stages, is COVERAGE_TOLERANCE's."""
     def cache(queries):
         rows = []
         for query_id, text in queries.items():
@@ -179,7 +183,8 @@ def fit_keyword_coverage(retriever: Retriever, train, proxies: dict) -> dict:
             union = list(dict.fromkeys(i for ranking in candidates.values() for i in ranking))
             z = {name: {i: float(v[i]) for i in union}
                  for name, v in retriever.normalized_signals(signals, candidates).items()}
-            covered = {top: retriever.term_coverage(tokens, signals["keyword"], top) for top in COVERAGE_TOP}
+            covered = {top: (retriever.term_coverage(tokens, signals["keyword"], top),
+                             retriever.coverage_gap(tokens, signals, candidates, top)) for top in COVERAGE_TOP}
             rows.append((query_id, signals, z, candidates, coverage, covered))
         return rows
 
@@ -187,13 +192,14 @@ def fit_keyword_coverage(retriever: Retriever, train, proxies: dict) -> dict:
         top = setting.get("top", 1)
         total = 0.0
         for query_id, signals, z, candidates, coverage, covered in rows:
+            term_coverage, gap = covered[top]
             if retriever.config.fusion == "zscore":
-                legs = retriever.leg_weights(candidates, coverage, None, covered[top], setting)
+                legs = retriever.leg_weights(candidates, coverage, None, term_coverage, setting, gap)
                 fused = zscore_fusion({name: z[name] for name in legs}, legs,
                                       dict.fromkeys(i for name in legs for i in candidates[name]))
             else:
-                fused = retriever.fuse(signals, candidates, coverage, term_coverage=covered[top],
-                                       keyword_coverage=setting)
+                fused = retriever.fuse(signals, candidates, coverage, term_coverage=term_coverage,
+                                       keyword_coverage=setting, coverage_gap=gap)
             total += ndcg_at_k(chunks_to_documents(retriever, top_items(fused, 120)), qrels[query_id])
         return total / len(rows)
 
@@ -201,23 +207,32 @@ def fit_keyword_coverage(retriever: Retriever, train, proxies: dict) -> dict:
     sets.update({name: (cache(queries), qrels) for name, (queries, qrels) in proxies.items()})
     keyword_alone = {name: round(evaluate(retriever, queries, qrels, "keyword")["ndcg@10"], 4)
                      for name, (queries, qrels) in proxies.items()}
-    settings = [{"top": 1, "from": COVERAGE_FROM[0], "boost": 0.0}] + [
+    def search(settings, tie_break):
+        grid = []
+        for n, setting in enumerate(settings, start=1):
+            row = {**setting, **{f"{name}_ndcg@10": round(score(rows, qrels, setting), 4)
+                                 for name, (rows, qrels) in sets.items()}}
+            row["worst_proxy_gap"] = round(min(row[f"{name}_ndcg@10"] - keyword_alone[name] for name in proxies), 4)
+            grid.append(row)
+            if n % 25 == 0:
+                print(f"[fit] keyword coverage {n}/{len(settings)}", file=sys.stderr, flush=True)
+        best_train = max(g["train_ndcg@10"] for g in grid)
+        within = [g for g in grid if g["train_ndcg@10"] >= best_train - COVERAGE_TOLERANCE]
+        return max(within, key=lambda g: (g["worst_proxy_gap"], *tie_break(g))), grid
+
+    best, grid = search([{"top": 1, "from": COVERAGE_FROM[0], "boost": 0.0}] + [
         {"top": top, "from": start, "boost": boost}
-        for top, start, boost in itertools.product(COVERAGE_TOP, COVERAGE_FROM, COVERAGE_BOOST)]
-    grid = []
-    for n, setting in enumerate(settings, start=1):
-        row = {**setting, **{f"{name}_ndcg@10": round(score(rows, qrels, setting), 4)
-                             for name, (rows, qrels) in sets.items()}}
-        row["worst_proxy_gap"] = round(min(row[f"{name}_ndcg@10"] - keyword_alone[name] for name in proxies), 4)
-        grid.append(row)
-        if n % 25 == 0:
-            print(f"[fit] keyword coverage {n}/{len(settings)}", file=sys.stderr, flush=True)
-    best_train = max(g["train_ndcg@10"] for g in grid)
-    within = [g for g in grid if g["train_ndcg@10"] >= best_train - COVERAGE_TOLERANCE]
-    best = max(within, key=lambda g: (g["worst_proxy_gap"], -g["boost"], g["from"], -g["top"]))
-    medians = {name: {top: round(statistics.median(r[5][top] for r in rows), 3) for top in COVERAGE_TOP}
+        for top, start, boost in itertools.product(COVERAGE_TOP, COVERAGE_FROM, COVERAGE_BOOST)],
+        lambda g: (-g["boost"], g["from"], -g["top"]))
+    held = {k: best[k] for k in ("top", "from", "boost")}
+    best_gap, gap_grid = search([{**held, "gap_from": 0.0, "gap_boost": 0.0}] + [
+        {**held, "gap_from": start, "gap_boost": boost} for start, boost in itertools.product(GAP_FROM, GAP_BOOST)],
+        lambda g: (-g["gap_boost"], g["gap_from"]))
+    medians = {name: {top: round(statistics.median(r[5][top][0] for r in rows), 3) for top in COVERAGE_TOP}
                for name, (rows, _) in sets.items()}
-    return {"best": best, "grid": grid, "keyword_ndcg@10": keyword_alone, "term_coverage_median": medians}
+    gaps = {name: round(statistics.median(r[5][held["top"]][1] for r in rows), 3) for name, (rows, _) in sets.items()}
+    return {"best": best_gap, "grid": grid, "gap_grid": gap_grid, "keyword_ndcg@10": keyword_alone,
+            "term_coverage_median": medians, "coverage_gap_median": gaps}
 
 
 def write_keyword_coverage(path: Path, fitted: dict, data_name: str, train_queries: int, proxies: dict,
@@ -225,17 +240,19 @@ def write_keyword_coverage(path: Path, fitted: dict, data_name: str, train_queri
     """Adds the keyword coverage fit to the weights file that write_weights wrote."""
     saved = json.loads(path.read_text())
     best = fitted["best"]
-    saved["config"]["keyword_coverage"] = {"top": best["top"], "from": best["from"], "boost": best["boost"]}
+    saved["config"]["keyword_coverage"] = {k: best[k] for k in ("top", "from", "boost", "gap_from", "gap_boost")}
     sizes = ", ".join(f"{len(queries)} {name}" for name, (queries, _) in proxies.items())
     saved["keyword_coverage_fit"] = {
         "fitted_on": f"{data_name} qrels/train.tsv ({train_queries} queries) and proxy questions ({sizes}) made "
                      f"from {data_name} documents (seed {PROXY_FIT_SEED}; the {excluded} documents judged in "
                      f"qrels/test.tsv excluded)",
         "rule": f"among points within {COVERAGE_TOLERANCE} of the best train nDCG@10, the best worst-proxy gap "
-                "(hybrid - keyword on the worse proxy set); then the smaller boost, the higher start, the fewer chunks",
+                "(hybrid - keyword on the worse proxy set); then the smaller boost, the higher start, the fewer chunks. "
+                "First top/from/boost ('grid'), then with those held gap_from/gap_boost ('gap_grid')",
         "keyword_ndcg@10": fitted["keyword_ndcg@10"],
         "term_coverage_median": fitted["term_coverage_median"],
-        "chosen": best, "grid": fitted["grid"]}
+        "coverage_gap_median": fitted["coverage_gap_median"],
+        "chosen": best, "grid": fitted["grid"], "gap_grid": fitted["gap_grid"]}
     path.write_text(json.dumps(saved, indent=2) + "\n")
 
 

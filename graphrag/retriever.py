@@ -57,8 +57,12 @@ class RetrievalConfig:
     # together): keyword + boost * clip((coverage - from) / (1 - from), 0, 1). A question that
     # copies a passage's words (extractive, SQuAD/CMRC-style), or asks about two passages at once,
     # is what BM25 answers well and a single query vector does not, and the dense-heavy weights
-    # fitted on SciFact's paraphrased claims would pull it below keyword retrieval.
-    # {"from": ..., "boost": ..., "top": ...}, fitted by `bench_retrieval.py --fit`; empty: no boost.
+    # fitted on SciFact's paraphrased claims would pull it below keyword retrieval. A second term
+    # adds gap_boost * clip((gap - gap_from) / (1 - gap_from), 0, 1), where gap is how much more of
+    # the query the keyword leg's best chunks contain than the dense legs' best chunks (the dense
+    # leg has missed what the words point to, as one vector for a two-topic question does).
+    # {"top", "from", "boost", "gap_from", "gap_boost"}, fitted by `bench_retrieval.py --fit`;
+    # empty: no boost.
     keyword_coverage: dict[str, float] = field(default_factory=dict)
     rerank_candidates: int = 30  # how many fused hits a reranker rescores
     # How the reranker's score meets the first stage's: None orders the candidates by the
@@ -101,12 +105,18 @@ def dense_leg_weight(weights: dict[str, float], leg: str) -> float:
     return weights.get(leg, weights.get("dense", 0.0))
 
 
-def keyword_boost(term_coverage: float, setting: dict[str, float] | None) -> float:
-    """What the keyword weight gains at this term coverage (RetrievalConfig.keyword_coverage)."""
-    if not setting or not setting.get("boost"):
+def _ramp(value: float, start: float) -> float:
+    start = min(float(start), 0.999)
+    return min(1.0, max(0.0, (value - start) / (1.0 - start)))
+
+
+def keyword_boost(term_coverage: float, setting: dict[str, float] | None, coverage_gap: float = 0.0) -> float:
+    """What the keyword weight gains at this term coverage and coverage gap
+    (RetrievalConfig.keyword_coverage)."""
+    if not setting:
         return 0.0
-    start = min(float(setting.get("from", 1.0)), 0.999)
-    return float(setting["boost"]) * min(1.0, max(0.0, (term_coverage - start) / (1.0 - start)))
+    boost = float(setting.get("boost", 0.0)) * _ramp(term_coverage, setting.get("from", 1.0))
+    return boost + float(setting.get("gap_boost", 0.0)) * _ramp(coverage_gap, setting.get("gap_from", 0.0))
 
 
 class Retriever:
@@ -280,10 +290,26 @@ class Retriever:
         chunks contain together (0 without a keyword hit). Near 1 when the query copies a
         passage's words (top 1) or two passages' (top 2); a term the corpus lacks counts as
         missing, with the highest idf."""
-        terms = [t for t in dict.fromkeys(query_tokens) if t]
-        if not terms or keyword.size == 0 or float(keyword.max()) <= 0:
+        if keyword.size == 0 or float(keyword.max()) <= 0:
             return 0.0
-        best = set().union(*(self.index.chunks[i].tokens for i in _top_positive(keyword, max(1, top))))
+        return self.chunks_coverage(query_tokens, _top_positive(keyword, max(1, top)))
+
+    def coverage_gap(self, query_tokens: list[str], signals: dict, candidates: dict, top: int = 1) -> float:
+        """How much more of the query (term_coverage) the keyword leg's best `top` chunks contain
+        than the dense legs' best `top` chunks (each dense leg of this query, together); 0
+        without a dense leg."""
+        dense = [i for name in signals if name not in ("keyword", "graph") for i in candidates.get(name, [])[:top]]
+        if not dense:
+            return 0.0
+        keyword = self.term_coverage(query_tokens, signals["keyword"], top)
+        return max(0.0, keyword - self.chunks_coverage(query_tokens, dense))
+
+    def chunks_coverage(self, query_tokens: list[str], chunk_indices) -> float:
+        """The idf-weighted share of the query's distinct terms that these chunks contain together."""
+        terms = [t for t in dict.fromkeys(query_tokens) if t]
+        if not terms or not len(chunk_indices):
+            return 0.0
+        best = set().union(*(self.index.chunks[i].tokens for i in chunk_indices))
         total = len(self.index.chunks)
         vocab = self.index.bm25.vocab_dict
         weights = {}
@@ -298,7 +324,7 @@ class Retriever:
 
     def leg_weights(self, candidates: dict, coverage: dict[str, float],
                     weights: dict[str, float] | None = None, term_coverage: float = 0.0,
-                    keyword_coverage: dict[str, float] | None = None) -> dict[str, float]:
+                    keyword_coverage: dict[str, float] | None = None, coverage_gap: float = 0.0) -> dict[str, float]:
         """Each leg's weight for this query: the fitted weight (a dense leg's own where `weights`
         names the leg, else "dense"), a dense leg's times the share of the query's language it
         covers, the keyword leg's raised by its term coverage (keyword_boost; default setting:
@@ -308,7 +334,7 @@ class Retriever:
         setting = self.config.keyword_coverage if keyword_coverage is None else keyword_coverage
         keyword = weights.get("keyword", 0.0)
         if keyword > 0:  # a mode that leaves the keyword leg out (dense alone) stays without it
-            keyword += keyword_boost(term_coverage, setting)
+            keyword += keyword_boost(term_coverage, setting, coverage_gap)
         leg_weights = {"keyword": keyword, "graph": weights.get("graph", 0.0)}
         for name, share in coverage.items():
             leg_weights[name] = dense_leg_weight(weights, name) * share
@@ -333,8 +359,8 @@ class Retriever:
     def fuse(self, signals: dict, candidates: dict, coverage: dict[str, float],
              weights: dict[str, float] | None = None, fusion: str | None = None,
              mask: np.ndarray | None = None, term_coverage: float = 0.0,
-             keyword_coverage: dict[str, float] | None = None) -> dict[int, float]:
-        leg_weights = self.leg_weights(candidates, coverage, weights, term_coverage, keyword_coverage)
+             keyword_coverage: dict[str, float] | None = None, coverage_gap: float = 0.0) -> dict[int, float]:
+        leg_weights = self.leg_weights(candidates, coverage, weights, term_coverage, keyword_coverage, coverage_gap)
         fusion = fusion or self.config.fusion
         if fusion == "rrf":
             return reciprocal_rank_fusion({k: candidates[k] for k in leg_weights}, leg_weights)
@@ -347,9 +373,11 @@ class Retriever:
     def hybrid(self, query: str, query_tokens: list[str], top_k: int,
                mask: np.ndarray | None) -> tuple[list[Hit], list[str]]:
         signals, candidates, coverage, expansion = self.signals(query, query_tokens, mask)
-        term_coverage = self.term_coverage(query_tokens, signals["keyword"],
-                                           int(self.config.keyword_coverage.get("top", 1)))
-        fused = self.fuse(signals, candidates, coverage, mask=mask, term_coverage=term_coverage)
+        top = int(self.config.keyword_coverage.get("top", 1))
+        term_coverage = self.term_coverage(query_tokens, signals["keyword"], top)
+        gap = self.coverage_gap(query_tokens, signals, candidates, top) \
+            if self.config.keyword_coverage.get("gap_boost") else 0.0
+        fused = self.fuse(signals, candidates, coverage, mask=mask, term_coverage=term_coverage, coverage_gap=gap)
         ranks = {name: {item: r for r, item in enumerate(ranking, start=1)} for name, ranking in candidates.items()}
         hits = []
         for i in top_items(fused, top_k):
