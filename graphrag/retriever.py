@@ -327,8 +327,8 @@ class Retriever:
                     keyword_coverage: dict[str, float] | None = None, coverage_gap: float = 0.0) -> dict[str, float]:
         """Each leg's weight for this query: the fitted weight (a dense leg's own where `weights`
         names the leg, else "dense"), a dense leg's times the share of the query's language it
-        covers, the keyword leg's raised by its term coverage (keyword_boost; default setting:
-        the configured one); legs without candidates drop out. Without `weights`, the configured
+        covers, the keyword leg's raised by its term coverage and coverage gap (keyword_boost;
+        default setting: the configured one); legs without candidates drop out. Without `weights`, the configured
         ones."""
         weights = dict(weights or self.fitted_weights())
         setting = self.config.keyword_coverage if keyword_coverage is None else keyword_coverage
