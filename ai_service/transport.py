@@ -145,16 +145,26 @@ class LeanPool:
             lines.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
         lines.append(b"\r\n")
         lines.append(body)
-        connection = None
+        request = b"".join(lines)
+        reused = self._take_idle()
         try:
-            connection = self._take_idle() or await self._connect()
+            return await self._send(reused or await self._connect(), request)
+        except (aiohttp.ServerDisconnectedError, ConnectionResetError):
+            if reused is None:
+                raise
+            # A kept-alive connection that the server closed as we reused it (its idle timer runs from
+            # when it sent the last byte, ours from when a busy event loop read it): nothing came back,
+            # so the request goes once more on a new connection, as browsers and urllib3 do.
+            return await self._send(await self._connect(), request)
+
+    async def _send(self, connection: "_LeanConnection", request: bytes) -> "_LeanResponse":
+        try:
             response = connection.start(self)
-            connection.transport.write(b"".join(lines))
+            connection.transport.write(request)
             await response._headers_in
             return response
         except BaseException:
-            if connection is not None:
-                connection.abort()
+            connection.abort()
             raise
 
     def _take_idle(self) -> "_LeanConnection | None":

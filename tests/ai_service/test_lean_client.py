@@ -113,6 +113,32 @@ def test_failures_are_aiohttp_errors():
     asyncio.run(go())
 
 
+def test_a_reused_connection_the_server_closed_is_retried_once_on_a_new_one():
+    async def hang_up(writer):  # the server's side of a keep-alive connection it has just timed out
+        writer.close()
+
+    async def go():
+        server, port, peers, bodies = await serve([CHUNKED, hang_up, CHUNKED])
+        pool = HTTPPool(f"http://127.0.0.1:{port}")
+        for body in ({"first": 1}, {"second": 2}):
+            response = await pool.post_json("/x", body)
+            assert response.status == 200 and await response.read() == b"data: 1\n\n\n"
+            response.release()
+        # the second request went out on the kept-alive connection, was hung up on, and went again on a new one
+        assert [sent for _, sent in bodies] == [b'{"first":1}', b'{"second":2}', b'{"second":2}']
+        assert peers[0] == peers[1] != peers[2]
+        # a fresh connection that is hung up on is not retried: that failure is the server's answer
+        server2, port2, _, bodies2 = await serve([hang_up])
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await HTTPPool(f"http://127.0.0.1:{port2}").post_json("/x", {})
+        assert len(bodies2) == 1
+        await pool.aclose()
+        server.close()
+        server2.close()
+
+    asyncio.run(go())
+
+
 def test_only_plain_http_takes_the_lean_path():
     assert LeanPool.for_url("http://vllm:8000/v1", 5, 8).prefix == "/v1"
     assert LeanPool.for_url("https://api.example.com/v1", 5, 8) is None
