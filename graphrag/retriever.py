@@ -136,8 +136,12 @@ class Retriever:
         self.vocabulary = set(index.bm25.vocab_dict)
         self.chunk_position = {chunk.id: i for i, chunk in enumerate(index.chunks)}
         self.chunk_community = np.asarray(index.chunk_community or [-1] * len(index.chunks), dtype=np.int64)
-        # documents per term (bm25s keeps postings per vocabulary id), for term_coverage's idf
+        # documents per term (bm25s keeps postings per vocabulary id), and from it each
+        # vocabulary term's idf once per index, for term_coverage
         self.document_frequency = np.diff(np.asarray(index.bm25.scores["indptr"]))
+        total = len(index.chunks)
+        self.vocabulary_idf = np.log1p((total - self.document_frequency + 0.5) / (self.document_frequency + 0.5))
+        self.missing_term_idf = math.log1p((total + 0.5) / 0.5)  # a term the corpus lacks: df 0
         graph = index.cooccurrence
         self.term_strength = {term: float(graph.degree(term, weight="weight")) for term in graph}
 
@@ -294,15 +298,17 @@ class Retriever:
             return 0.0
         return self.chunks_coverage(query_tokens, _top_positive(keyword, max(1, top)))
 
-    def coverage_gap(self, query_tokens: list[str], signals: dict, candidates: dict, top: int = 1) -> float:
+    def coverage_gap(self, query_tokens: list[str], signals: dict, candidates: dict, top: int = 1,
+                     keyword_coverage: float | None = None) -> float:
         """How much more of the query (term_coverage) the keyword leg's best `top` chunks contain
         than the dense legs' best `top` chunks (each dense leg of this query, together); 0
-        without a dense leg."""
+        without a dense leg. `keyword_coverage` is term_coverage's answer where the caller has it."""
         dense = [i for name in signals if name not in ("keyword", "graph") for i in candidates.get(name, [])[:top]]
         if not dense:
             return 0.0
-        keyword = self.term_coverage(query_tokens, signals["keyword"], top)
-        return max(0.0, keyword - self.chunks_coverage(query_tokens, dense))
+        if keyword_coverage is None:
+            keyword_coverage = self.term_coverage(query_tokens, signals["keyword"], top)
+        return max(0.0, keyword_coverage - self.chunks_coverage(query_tokens, dense))
 
     def chunks_coverage(self, query_tokens: list[str], chunk_indices) -> float:
         """The idf-weighted share of the query's distinct terms that these chunks contain together."""
@@ -310,12 +316,9 @@ class Retriever:
         if not terms or not len(chunk_indices):
             return 0.0
         best = set().union(*(self.index.chunks[i].tokens for i in chunk_indices))
-        total = len(self.index.chunks)
         vocab = self.index.bm25.vocab_dict
-        weights = {}
-        for term in terms:
-            df = int(self.document_frequency[vocab[term]]) if term in vocab else 0
-            weights[term] = math.log(1.0 + (total - df + 0.5) / (df + 0.5))
+        weights = {term: float(self.vocabulary_idf[vocab[term]]) if term in vocab else self.missing_term_idf
+                   for term in terms}
         return sum(w for t, w in weights.items() if t in best) / sum(weights.values())
 
     def fitted_weights(self) -> dict[str, float]:
@@ -375,7 +378,7 @@ class Retriever:
         signals, candidates, coverage, expansion = self.signals(query, query_tokens, mask)
         top = int(self.config.keyword_coverage.get("top", 1))
         term_coverage = self.term_coverage(query_tokens, signals["keyword"], top)
-        gap = self.coverage_gap(query_tokens, signals, candidates, top) \
+        gap = self.coverage_gap(query_tokens, signals, candidates, top, keyword_coverage=term_coverage) \
             if self.config.keyword_coverage.get("gap_boost") else 0.0
         fused = self.fuse(signals, candidates, coverage, mask=mask, term_coverage=term_coverage, coverage_gap=gap)
         ranks = {name: {item: r for r, item in enumerate(ranking, start=1)} for name, ranking in candidates.items()}
