@@ -51,6 +51,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -175,32 +176,25 @@ def fit_keyword_coverage(retriever: Retriever, train, proxies: dict) -> dict:
     boost), everything else as configured, then with it held the boost by the coverage gap
     (GAP_FROM x GAP_BOOST, and none): scored on the train queries and on each proxy set
     (name -> (queries, qrels)); the rule, at both stages, is COVERAGE_TOLERANCE's."""
+    def covered(tokens, signals, candidates):
+        coverage_by_top = {}
+        for top in COVERAGE_TOP:
+            keyword = retriever.term_coverage(tokens, signals["keyword"], top)
+            coverage_by_top[top] = (keyword, retriever.coverage_gap(tokens, signals, candidates, top,
+                                                                   keyword_coverage=keyword))
+        return coverage_by_top
+
     def cache(queries):
-        rows = []
-        for query_id, text in queries.items():
-            tokens = tokenize(text)
-            signals, candidates, coverage, _ = retriever.signals(text)
-            union = list(dict.fromkeys(i for ranking in candidates.values() for i in ranking))
-            z = {name: {i: float(v[i]) for i in union}
-                 for name, v in retriever.normalized_signals(signals, candidates).items()}
-            covered = {top: (retriever.term_coverage(tokens, signals["keyword"], top),
-                             retriever.coverage_gap(tokens, signals, candidates, top)) for top in COVERAGE_TOP}
-            rows.append((query_id, signals, z, candidates, coverage, covered))
-        return rows
+        return cache_signals(retriever, queries, extra=covered, progress=False)
 
     def score(rows, qrels, setting) -> float:
         top = setting.get("top", 1)
         total = 0.0
-        for query_id, signals, z, candidates, coverage, covered in rows:
-            term_coverage, gap = covered[top]
-            if retriever.config.fusion == "zscore":
-                legs = retriever.leg_weights(candidates, coverage, None, term_coverage, setting, gap)
-                fused = zscore_fusion({name: z[name] for name in legs}, legs,
-                                      dict.fromkeys(i for name in legs for i in candidates[name]))
-            else:
-                fused = retriever.fuse(signals, candidates, coverage, term_coverage=term_coverage,
-                                       keyword_coverage=setting, coverage_gap=gap)
-            total += ndcg_at_k(chunks_to_documents(retriever, top_items(fused, 120)), qrels[query_id])
+        for row in rows:
+            term_coverage, gap = row.extra[top]
+            fused = fuse_cached(retriever, row, term_coverage=term_coverage, keyword_coverage=setting,
+                                coverage_gap=gap)
+            total += ndcg_at_k(chunks_to_documents(retriever, top_items(fused, 120)), qrels[row.query_id])
         return total / len(rows)
 
     sets = {"train": (cache(train[0]), train[1])}
@@ -228,9 +222,10 @@ def fit_keyword_coverage(retriever: Retriever, train, proxies: dict) -> dict:
     best_gap, gap_grid = search([{**held, "gap_from": 0.0, "gap_boost": 0.0}] + [
         {**held, "gap_from": start, "gap_boost": boost} for start, boost in itertools.product(GAP_FROM, GAP_BOOST)],
         lambda g: (-g["gap_boost"], g["gap_from"]))
-    medians = {name: {top: round(statistics.median(r[5][top][0] for r in rows), 3) for top in COVERAGE_TOP}
+    medians = {name: {top: round(statistics.median(r.extra[top][0] for r in rows), 3) for top in COVERAGE_TOP}
                for name, (rows, _) in sets.items()}
-    gaps = {name: round(statistics.median(r[5][held["top"]][1] for r in rows), 3) for name, (rows, _) in sets.items()}
+    gaps = {name: round(statistics.median(r.extra[held["top"]][1] for r in rows), 3)
+            for name, (rows, _) in sets.items()}
     return {"best": best_gap, "grid": grid, "gap_grid": gap_grid, "keyword_ndcg@10": keyword_alone,
             "term_coverage_median": medians, "coverage_gap_median": gaps}
 
@@ -343,34 +338,56 @@ def evaluate_dense_only(retriever: Retriever, queries, qrels) -> float | None:
 
 
 # ---- fitting on train ------------------------------------------------------------------------
-def fit(retriever: Retriever, queries, qrels, progress=True, grid=None) -> dict:
-    """Grid search of fusion and leg weights on the train queries; the signals of each query
-    are computed once and fused for every grid point (default: the fusions x GRID_* points)."""
-    cached = []
+class CachedQuery(NamedTuple):
+    """One query's signals, computed once and fused for every grid point of a fit."""
+    query_id: str
+    signals: dict      # each leg's scores at its own candidates (_Signals)
+    z: dict            # for "zscore": every leg's z-score (over all the chunks it scores) at any leg's candidate
+    candidates: dict
+    coverage: dict
+    extra: object      # extra(tokens, signals, candidates), where the caller asked for it
+
+
+def cache_signals(retriever: Retriever, queries: dict, extra=None, progress=True) -> list[CachedQuery]:
+    rows = []
     for n, (query_id, text) in enumerate(queries.items(), start=1):
         signals, candidates, coverage, _ = retriever.signals(text)
-        keep = {name: {i: float(signals[name][i]) for i in ranking} for name, ranking in candidates.items()}
-        # for "zscore": every leg's z-score (over all the chunks it scores) at every candidate of any leg
+        kept = _Signals({name: {i: float(signals[name][i]) for i in ranking} for name, ranking in candidates.items()})
         union = list(dict.fromkeys(i for ranking in candidates.values() for i in ranking))
         z = {name: {i: float(values[i]) for i in union}
              for name, values in retriever.normalized_signals(signals, candidates).items()}
-        cached.append((query_id, keep, z, candidates, coverage))
+        rows.append(CachedQuery(query_id, kept, z, candidates, coverage,
+                                extra(tokenize(text), signals, candidates) if extra else None))
         if progress and n % 200 == 0:
             print(f"[fit] signals {n}/{len(queries)}", file=sys.stderr, flush=True)
+    return rows
+
+
+def fuse_cached(retriever: Retriever, row: CachedQuery, weights: dict | None = None, fusion: str | None = None,
+                **keyword_coverage) -> dict[int, float]:
+    """Retriever.fuse over a cached query (`keyword_coverage`: fuse's term_coverage,
+    keyword_coverage and coverage_gap)."""
+    fusion = fusion or retriever.config.fusion
+    if fusion == "zscore":
+        legs = retriever.leg_weights(row.candidates, row.coverage, weights, **keyword_coverage)
+        return zscore_fusion({name: row.z[name] for name in legs}, legs,
+                             dict.fromkeys(i for name in legs for i in row.candidates[name]))
+    return retriever.fuse(row.signals, row.candidates, row.coverage, weights, fusion, **keyword_coverage)
+
+
+def fit(retriever: Retriever, queries, qrels, progress=True, grid=None) -> dict:
+    """Grid search of fusion and leg weights on the train queries; the signals of each query
+    are computed once and fused for every grid point (default: the fusions x GRID_* points)."""
+    cached = cache_signals(retriever, queries, progress=progress)
     results = []
     if grid is None:
         grid = [(fusion, {"keyword": k, "graph": g, "dense": d}) for fusion in FUSIONS
                 for k, g, d in itertools.product(GRID_KEYWORD, GRID_GRAPH, GRID_DENSE) if k or g]
     for fusion, weights in grid:
         total = 0.0
-        for query_id, keep, z, candidates, coverage in cached:
-            if fusion == "zscore":
-                legs = retriever.leg_weights(candidates, coverage, weights)
-                fused = zscore_fusion({name: z[name] for name in legs}, legs,
-                                      dict.fromkeys(i for name in legs for i in candidates[name]))
-            else:
-                fused = retriever.fuse(_Signals(keep), candidates, coverage, weights, fusion)
-            total += ndcg_at_k(chunks_to_documents(retriever, top_items(fused, 120)), qrels[query_id])
+        for row in cached:
+            fused = fuse_cached(retriever, row, weights, fusion)
+            total += ndcg_at_k(chunks_to_documents(retriever, top_items(fused, 120)), qrels[row.query_id])
         results.append((total / len(cached), fusion, weights))
     results.sort(key=lambda r: (-r[0], r[1], sorted(r[2].items())))
     return {"best": results[0], "top5": results[:5], "points": len(results), "all": results}
