@@ -105,6 +105,12 @@ async def _run_checks(checks: dict[str, ReadinessCheck], timeout: float = 3.0) -
     return dict(zip(names, results))
 
 
+# FastAPI's HTTPException detail for a request body that fails to decode before JSON parsing
+FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+# A machine-readable `code` for the errors Starlette raises itself (no route, wrong method)
+HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OpenAIError)
     async def openai_error(_: Request, exc: OpenAIError) -> JSONResponse:
@@ -113,7 +119,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return JSONResponse(error_body_for_status(exc.status_code, message), status_code=exc.status_code,
+        code = HTTP_ERROR_CODES.get(exc.status_code)
+        if exc.status_code == 400 and message == FASTAPI_BODY_PARSE_ERROR:
+            # FastAPI's answer to a body it could not decode at all (not UTF-8): say so, like bad JSON
+            message, code = "Request body is not valid JSON (it must be UTF-8 text).", "invalid_json"
+        return JSONResponse(error_body_for_status(exc.status_code, message, code=code), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
