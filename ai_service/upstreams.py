@@ -550,9 +550,24 @@ def _json_or_error(status: int, raw: bytes) -> dict:
         return body
     # Normalise the upstream's error to the OpenAI shape (vLLM versions differ here).
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return body
+        return _openai_error(status, body["error"])
     message = body.get("message") if isinstance(body, dict) else _text(raw)[:500]
     return error_body_for_status(status, str(message or f"HTTP {status}"))
+
+
+def _openai_error(status: int, error: dict) -> dict:
+    """An upstream's {"error": {...}} with OpenAI's fields: vLLM names its exception class as the
+    `type` ("NotFoundError") and puts the HTTP status in `code`, where OpenAI's clients expect an
+    error type and a string code (OpenAI's types are snake_case: a cloud upstream's own error,
+    such as "insufficient_quota", passes unchanged)."""
+    kind, code = error.get("type"), error.get("code")
+    if isinstance(kind, str) and kind.islower() and (code is None or isinstance(code, str)):
+        return {"error": error}
+    code = code if isinstance(code, str) else None
+    param = error.get("param") if isinstance(error.get("param"), str) else None
+    if code is None and status == 404 and param == "model":
+        code = "model_not_found"
+    return error_body_for_status(status, str(error.get("message") or f"HTTP {status}"), code=code, param=param)
 
 
 def make_upstream(tier: Tier, base_url: str, api_key: str, model: str, timeout: float, settings) -> Upstream:
