@@ -25,7 +25,7 @@ from services.guided.schemas import (ID_PATTERN, AssistantMessage, Choice, Cours
 from services.guided.settings import GuidedSettings
 from services.guided.store import LearnerStore, empty_profile, now_iso, skill_entry
 from services.guided.tutor import GuidedTutor, TurnInput, TurnResult
-from services.guided.weak_points import writing_weak_points
+from services.guided.weak_points import writing_profile_courses, writing_weak_points
 
 log = get_logger("guided.app")
 router = APIRouter(prefix="/v1")
@@ -123,8 +123,10 @@ async def get_learner(user_id: str, request: Request, course_id: str | None = Qu
         if not can_read_profile(caller, user_id, await store.teachers(course_id)):
             raise _forbidden("This key may not read that learner's profile.")
         return await _profile(store, settings, user_id, course_id)
-    readable = [c for c in await store.courses_of(user_id)
-                if can_read_profile(caller, user_id, await store.teachers(c))]
+    # a course with a guided profile, or with writing weak points only (analysed, never practised yet)
+    courses = sorted(set(await store.courses_of(user_id))
+                     | set(await writing_profile_courses(store, settings.writing_profile_key, user_id)))
+    readable = [c for c in courses if can_read_profile(caller, user_id, await store.teachers(c))]
     if not readable and not can_read_profile(caller, user_id, set()):
         raise _forbidden("This key may not read that learner's profiles.")
     return LearnerProfileList(user_id=user_id, data=[await _profile(store, settings, user_id, c) for c in readable])

@@ -151,6 +151,10 @@ class LearnerStore:
         await self.redis.set(session_key(session_id), json.dumps({**state, "saved_at": time.time()}),
                              ex=self.session_ttl_sec)
 
+    async def scan_keys(self, pattern: str) -> list[str]:
+        """Keys matching a glob pattern, by SCAN (never KEYS: it would block Redis on a large keyspace)."""
+        return [key async for key in self.redis.scan_iter(match=pattern, count=1000)]
+
     async def read_json(self, key: str) -> Any:
         """A key another service owns (the writing analysis's weak points), read-only, any Redis type."""
         kind = await self.redis.type(key)

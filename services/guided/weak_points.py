@@ -6,6 +6,7 @@ description through the skill taxonomy."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from common.logging import get_logger
@@ -55,6 +56,29 @@ async def writing_weak_points(store, key_template: str, user_id: str, course_id:
         log.warning("writing weak points unreadable", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
         return []
     return normalise(record)
+
+
+# The ids both services accept (docs/learner-profile.md), so a key found by pattern names a real course.
+_ID = "[A-Za-z0-9_.@-]{1,128}"
+
+
+async def writing_profile_courses(store, key_template: str, user_id: str) -> list[str]:
+    """The courses for which the writing analysis keeps a profile of this learner: the keys the template
+    gives for any course (the writing service keeps no per-learner index of them, so they are found by
+    SCAN; ids hold no glob characters). A course with writing weak points and no guided session yet is
+    still one of the learner's courses."""
+    if not key_template:
+        return []
+    # the template with the learner filled in and the course as a capture, e.g. learner:(course):s-42
+    course_field = "\x00course\x00"
+    shape = re.escape(key_template.format(course_id=course_field, user_id=user_id))
+    shape = re.compile(shape.replace(re.escape(course_field), f"({_ID})"))
+    try:
+        keys = await store.scan_keys(key_template.format(course_id="*", user_id=user_id))
+    except Exception as exc:  # another service's data: never fail a read on it
+        log.warning("writing profiles unlistable", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+        return []
+    return sorted({match.group(1) for key in keys if (match := shape.fullmatch(key))})
 
 
 def _rank(point: dict) -> tuple:

@@ -205,3 +205,24 @@ def test_no_model_means_template_replies_and_learner_data_never_goes_to_the_clou
     assert faults.cloud_proxy.requests_seen == cloud_before  # private: no fallback, even with it allowed
     assert data["guidance"]["phrased_by"] == "template" and "llm call failed" in data["guidance"]["notes"]
     assert data["guidance"]["move"] == "hint" and data["choices"][0]["message"]["content"]
+
+
+def test_the_course_list_includes_courses_with_writing_weak_points_only(guided):
+    """A learner whose essays were analysed but who never had a guided session still has those courses
+    in GET /v1/learners/{user_id} (the list that the get_learner_profile tool reads)."""
+    import redis
+
+    record = {"schema_version": 1, "user_id": "student-w2", "course_id": "course-007",
+              "weak_points": [{"skill": "organization", "criterion": "organization",
+                               "description": "Organisation: 2/6", "evidence": [], "source": "writing",
+                               "last_seen": "2026-11-29T04:01:02Z", "count": 1, "resolved": False}]}
+    client = redis.Redis.from_url(guided.redis_url)
+    client.set("learner:course-007:student-w2", json.dumps(record))
+    client.set("learner:course-007:student-w2x", json.dumps(record))  # another learner, same course
+    key = guided.key_for("guided-w2", role="student", user_id="student-w2")
+    listed = httpx.get(f"{guided.gateway_url}/v1/learners/student-w2", headers={"Authorization": f"Bearer {key}"},
+                       timeout=30)
+    assert listed.status_code == 200, listed.text
+    profiles = listed.json()["data"]
+    assert [p["course_id"] for p in profiles] == ["course-007"]
+    assert profiles[0]["exists"] is False and profiles[0]["writing_weak_points"][0]["skill"] == "organization"
