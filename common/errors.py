@@ -11,6 +11,7 @@ ERROR_TYPE_BY_STATUS = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    409: "invalid_request_error",  # the request conflicts with the current state (an adapter not loaded, no split)
     413: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",

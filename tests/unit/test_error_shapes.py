@@ -63,3 +63,11 @@ def test_an_openai_shaped_upstream_error_passes_unchanged():
              "code": "insufficient_quota"}
     assert _json_or_error(429, json.dumps({"error": cloud}).encode()) == {"error": cloud}
     assert _json_or_error(502, b"<html>bad gateway</html>")["error"]["type"] == "upstream_error"
+
+
+def test_every_status_the_services_raise_has_a_client_error_type():
+    """A 4xx is never typed server_error (a 409 from the feedback service once was)."""
+    from common.errors import OpenAIError
+
+    for status in (400, 401, 403, 404, 405, 409, 413, 422, 429):
+        assert OpenAIError(status, "x").type != "server_error", status
