@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DataClassification = Literal["public", "private"]
 
@@ -52,6 +52,13 @@ class ChatMessage(BaseModel):
     audio: Any = Field(default=None, exclude=True)
     function_call: Any = Field(default=None, exclude=True)
     reasoning_content: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _content_where_required(self) -> "ChatMessage":
+        # As in OpenAI's API: only an assistant message may go without content (it carries tool_calls)
+        if self.content is None and self.role != "assistant":
+            raise ValueError(f"a {self.role} message needs content")
+        return self
 
     def text(self) -> str:
         if isinstance(self.content, list):
