@@ -11,31 +11,10 @@ import pytest
 
 from ai_service import transport
 from ai_service.transport import HTTPPool, LeanPool
+from tests.support.raw_http import hang_up, serve
 
 CHUNKED = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
            b"6\r\ndata: \r\n4\r\n1\n\n\n\r\n0\r\n\r\n")
-
-
-async def serve(answers: list):
-    """A server that reads one request per answer and writes the answer (bytes, or a callable of the writer)."""
-    peers, bodies = [], []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        while answers:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-            bodies.append((head, await reader.readexactly(length)))
-            peers.append(writer.get_extra_info("peername")[1])
-            answer = answers.pop(0)
-            if callable(answer):
-                await answer(writer)
-                return
-            writer.write(answer)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1], peers, bodies
 
 
 def test_chunked_and_sized_bodies_on_one_reused_connection():
@@ -91,9 +70,6 @@ def test_failures_are_aiohttp_errors():
         await writer.drain()
         writer.close()
 
-    async def hang_up(writer):
-        writer.close()
-
     async def go():
         server, port, _, _ = await serve([cut_mid_body, hang_up])
         pool = HTTPPool(f"http://127.0.0.1:{port}")
@@ -114,9 +90,6 @@ def test_failures_are_aiohttp_errors():
 
 
 def test_a_reused_connection_the_server_closed_is_retried_once_on_a_new_one():
-    async def hang_up(writer):  # the server's side of a keep-alive connection it has just timed out
-        writer.close()
-
     async def go():
         server, port, peers, bodies = await serve([CHUNKED, hang_up, CHUNKED])
         pool = HTTPPool(f"http://127.0.0.1:{port}")

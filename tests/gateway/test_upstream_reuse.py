@@ -10,45 +10,21 @@ import aiohttp
 import pytest
 
 from gateway.upstream import MAX_REUSED_HANGUPS, Upstream
+from tests.support.raw_http import hang_up, serve
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 
 
-async def serve(answers: list):
-    """Reads one request per answer and writes the answer; HANG_UP closes the connection instead."""
-    peers, bodies = [], []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        while answers:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-            bodies.append(await reader.readexactly(length))
-            peers.append(writer.get_extra_info("peername")[1])
-            answer = answers.pop(0)
-            if answer is HANG_UP:  # the server's side of a keep-alive connection it has just timed out
-                writer.close()
-                return
-            writer.write(answer)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1], peers, bodies
-
-
-HANG_UP = object()
-
-
 def test_a_post_on_a_reused_connection_that_was_hung_up_on_goes_again_on_a_new_one():
     async def go():
-        server, port, peers, bodies = await serve([OK, HANG_UP, OK])
+        server, port, peers, bodies = await serve([OK, hang_up, OK])
         upstream = Upstream(f"http://127.0.0.1:{port}", read_timeout=10.0, max_connections=8)
         for body in (b'{"first":1}', b'{"second":2}'):
             response = await upstream.request("POST", "/v1/chat/completions", body,
                                               {"content-type": "application/json"})
             assert response.status == 200 and await response.read() == b"{}"
             response.release()
-        assert bodies == [b'{"first":1}', b'{"second":2}', b'{"second":2}']
+        assert [body for _, body in bodies] == [b'{"first":1}', b'{"second":2}', b'{"second":2}']
         assert peers[0] == peers[1] != peers[2]
         await upstream.aclose()
         server.close()
@@ -58,11 +34,11 @@ def test_a_post_on_a_reused_connection_that_was_hung_up_on_goes_again_on_a_new_o
 
 def test_a_hang_up_on_a_fresh_connection_is_not_retried():
     async def go():
-        server, port, _, bodies = await serve([HANG_UP, OK])
+        server, port, _, bodies = await serve([hang_up, OK])
         upstream = Upstream(f"http://127.0.0.1:{port}", read_timeout=10.0, max_connections=8)
         with pytest.raises(aiohttp.ServerDisconnectedError):
             await upstream.request("POST", "/v1/chat/completions", b"{}", {})
-        assert bodies == [b"{}"]  # sent once: the server may have acted on it
+        assert [body for _, body in bodies] == [b"{}"]  # sent once: the server may have acted on it
         await upstream.aclose()
         server.close()
 
@@ -73,7 +49,7 @@ def test_reused_hang_ups_are_retried_a_bounded_number_of_times():
     async def go():
         # one good answer, then a server that hangs up on everything: the kept-alive connection fails,
         # then each new connection does (fresh ones are not retried), so the request is sent twice
-        server, port, _, bodies = await serve([OK] + [HANG_UP] * (MAX_REUSED_HANGUPS + 3))
+        server, port, _, bodies = await serve([OK] + [hang_up] * (MAX_REUSED_HANGUPS + 3))
         upstream = Upstream(f"http://127.0.0.1:{port}", read_timeout=10.0, max_connections=8)
         response = await upstream.request("POST", "/x", b"{}", {})
         await response.read()
