@@ -28,8 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from ai_service.modes import latest_adapter_version
 from ai_service.routing import CircuitBreaker
+from common.adapters import latest_version
 
 DISCOVERY_PREFIX = "dns+"
 
@@ -236,7 +236,7 @@ class Balancer:
         loaded = set().union(*(r.adapters for r in replicas))
         if model in loaded:
             return model
-        return latest_adapter_version(model, list(loaded)) or model
+        return latest_version(loaded, model) or model
 
     def rank(self, replicas: list[Replica], model: str, base_model: str, session: str = "") -> list[Choice]:
         """Every replica, best first. An adapter request names whether the adapter is already there."""

@@ -12,12 +12,13 @@ import httpx
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
-from ai_service.modes import ChatMode, latest_adapter_version
+from ai_service.modes import ChatMode
 from ai_service.rag import Passage, RetrievalMode, RetrievalUnavailable, last_user_text, retrieval_query, retrieve
 from ai_service.routing import RoutingConfig, Tier, effective_classification, plan_route
 from ai_service.settings import AIServiceSettings
 from ai_service.upstreams import Served, UpstreamRouter
 from common.ab import AB_KEY, assign_variant
+from common.adapters import latest_version
 from common.auth import SERVICE_TOKEN_HEADER
 from common.errors import OpenAIError
 from common.http import request_id_headers
@@ -83,7 +84,7 @@ class ChatEngine:
         ids = await self.local_model_ids()
         if requested in ids:
             return requested
-        return latest_adapter_version(requested, ids) or requested
+        return latest_version(ids, requested) or requested
 
     async def adapter_for_mode(self, mode: ChatMode, subject: str = "") -> tuple[str | None, str | None]:
         """The adapter that serves `mode` for this caller, and its A/B arm (None without a split).
@@ -103,7 +104,7 @@ class ChatEngine:
                     return None, arm  # this arm is the base model
                 if name in loaded:
                     return name, arm
-        return latest_adapter_version(mode.adapter, loaded), None
+        return latest_version(loaded, mode.adapter), None
 
     async def ab_split(self, mode_name: str) -> dict | None:
         """The mode's A/B split from Redis, cached for a second (one Redis read per second, not per

@@ -81,9 +81,3 @@ def resolve_mode(requested: str, modes: dict[str, ChatMode]) -> tuple[ChatMode, 
         raise UnknownModeError(requested, valid_mode_names(modes))
     return modes[base], rag
 
-
-def latest_adapter_version(family: str, model_ids: list[str]) -> str | None:
-    """The served adapter `<family>-v<N>` with the highest N, or None when none is loaded."""
-    pattern = re.compile(rf"^{re.escape(family)}-v(\d+)$")
-    versions = [(int(m.group(1)), model_id) for model_id in model_ids if (m := pattern.match(model_id))]
-    return max(versions)[1] if versions else None

@@ -1,67 +1,12 @@
-"""Adapter names, versions and the adapters found on disk.
-
-An adapter is named `<family>-v<N>` (e.g. `peer-v2`): the family is what a chat mode asks
-for, the version lets a new training run be published next to the old one and rolled back.
-"""
+"""The adapters found on disk, named by common.adapters' rule (`<family>-v<N>`)."""
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ADAPTER_NAME_RE = re.compile(r"^(?P<family>[a-z0-9](?:[a-z0-9_.-]*[a-z0-9])?)-v(?P<version>[0-9]+)$")
-FAMILY_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_.-]*[a-z0-9])?$")
-
-
-class AdapterNameError(ValueError):
-    pass
-
-
-@dataclass(frozen=True, order=True)
-class AdapterName:
-    family: str
-    version: int
-
-    def __str__(self) -> str:
-        return f"{self.family}-v{self.version}"
-
-
-def parse_adapter_name(name: str) -> AdapterName:
-    match = ADAPTER_NAME_RE.match(name)
-    if not match:
-        raise AdapterNameError(
-            f"adapter name {name!r} must look like <family>-v<N> (lowercase family, e.g. 'peer-v1')")
-    return AdapterName(match["family"], int(match["version"]))
-
-
-def is_family(name: str) -> bool:
-    """A bare family ('peer') rather than a versioned name ('peer-v1')."""
-    return bool(FAMILY_RE.match(name)) and not ADAPTER_NAME_RE.match(name)
-
-
-def latest_version(names: list[str] | set[str], family: str) -> str | None:
-    """The newest `<family>-vN` among names (numeric order, so v10 beats v9); None if there is none."""
-    versions = []
-    for name in names:
-        try:
-            parsed = parse_adapter_name(name)
-        except AdapterNameError:
-            continue
-        if parsed.family == family:
-            versions.append(parsed)
-    return str(max(versions)) if versions else None
-
-
-def latest_by_family(names: list[str] | set[str]) -> dict[str, str]:
-    families = {parse_adapter_name(n).family for n in names if ADAPTER_NAME_RE.match(n)}
-    return {family: latest_version(names, family) for family in sorted(families)}
-
-
-def next_version(names: list[str] | set[str], family: str) -> str:
-    current = latest_version(names, family)
-    return f"{family}-v{parse_adapter_name(current).version + 1 if current else 1}"
+from common.adapters import parse_adapter_name
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, Field
 
+from common.adapters import AdapterNameError, is_family, latest_by_family, latest_version, parse_adapter_name
 from common.app import create_service_app
 from common.auth import require_service_token
 from common.errors import OpenAIError
 from common.logging import get_logger
-from llm_server.adapters import (AdapterNameError, discover_adapters, is_family, latest_by_family, latest_version,
-                                 parse_adapter_name, read_adapter)
+from llm_server.adapters import discover_adapters, read_adapter
 from llm_server.settings import LLMServerSettings
 from llm_server.vllm_client import VllmClient
 

@@ -53,9 +53,10 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from common.adapters import AdapterNameError, parse_adapter_name
 from common.logging import get_logger
 from common.secrets import new_secret
-from llm_server.adapters import AdapterNameError, discover_adapters, parse_adapter_name
+from llm_server.adapters import discover_adapters
 from llm_server.device import Capabilities
 from llm_server.serve import StartupError, stop_process_group
 from llm_server.settings import LLMServerSettings

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from llm_server.adapters import parse_adapter_name
+from common.adapters import parse_adapter_name
 from llm_server.fsutil import atomic_directory
 from llm_server.settings import DEFAULT_MODEL_NAME, LLMServerSettings
 

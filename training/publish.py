@@ -8,15 +8,13 @@ so the directory never advertises an adapter the server refused.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import time
 from pathlib import Path
 
+from common.adapters import is_family, versions_of
 from training.config import tutorstack_home
 
-VERSIONED = re.compile(r"^(?P<family>[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*?)-v(?P<version>\d+)$")
-FAMILY = re.compile(r"[a-z0-9](?:[a-z0-9_.-]*[a-z0-9])?")  # llm_server's rule for family names
 # Only the adapter itself: a tokenizer inside a LoRA dir makes vLLM warn (it serves the base tokenizer anyway).
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "manifest.json", "README.md")
 
@@ -30,12 +28,9 @@ def control_url(override: str | None = None) -> str:
 
 
 def versions(directory: Path, family: str) -> list[int]:
-    found = []
-    for entry in directory.iterdir() if directory.is_dir() else []:
-        match = VERSIONED.match(entry.name)
-        if entry.is_dir() and match and match["family"] == family:
-            found.append(int(match["version"]))
-    return sorted(found)
+    """The family's published versions in the adapters directory, oldest first."""
+    names = [entry.name for entry in directory.iterdir() if entry.is_dir()] if directory.is_dir() else []
+    return [found.version for found in versions_of(names, family)]
 
 
 def retired_dir(directory: Path) -> Path:
@@ -58,7 +53,7 @@ def publish(adapter: str, family: str, *, directory: str | None = None, url: str
     source = Path(adapter)
     if not (source / "adapter_config.json").exists():
         raise FileNotFoundError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
-    if not FAMILY.fullmatch(family) or re.search(r"-v\d+$", family):
+    if not is_family(family):
         raise ValueError(f"family {family!r}: lowercase letters, digits, '_', '.', '-' (as llm_server requires), "
                          "without a -vN suffix")
     root = adapters_dir(directory)

@@ -28,6 +28,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from prometheus_client import Counter, Gauge
 from starlette.concurrency import run_in_threadpool
 
+from common.adapters import versions_of
 from common.app import create_service_app
 from common.auth import Caller, require_service_token, service_headers
 from common.errors import OpenAIError
@@ -44,7 +45,6 @@ from services.feedback.store import FeedbackStore
 
 log = get_logger("feedback")
 router = APIRouter(prefix="/v1")
-VERSIONED = re.compile(r"^(?P<family>.+)-v(?P<version>\d+)$")
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 BASE = "base"
 
@@ -54,14 +54,9 @@ def display(model: str) -> str:
     return model or BASE
 
 
-def versions_of(family: str, names) -> list[str]:
+def loaded_versions(family: str, names) -> list[str]:
     """Loaded versions of a family, oldest first."""
-    found = []
-    for name in names:
-        m = VERSIONED.match(name)
-        if m and m["family"] == family:
-            found.append((int(m["version"]), name))
-    return [n for _, n in sorted(found)]
+    return [str(version) for version in versions_of(names, family)]
 
 
 def require_admin(caller: Caller) -> None:
@@ -160,7 +155,7 @@ class Feedback:
         split = await self.split(mode)
         if split:
             return split["control"], split["candidate"]
-        loaded = versions_of(family, await self.loaded())
+        loaded = loaded_versions(family, await self.loaded())
         if not loaded:
             raise OpenAIError(409, f"no loaded version of adapter family {family!r} to compare "
                                    "(publish one: python -m training publish)", code="no_candidates")
@@ -309,7 +304,7 @@ async def put_split(mode: str, body: ABSplitIn, request: Request, caller: Caller
     if candidate and candidate not in loaded:
         raise OpenAIError(409, f"candidate {candidate!r} is not loaded", param="candidate", code="adapter_not_loaded")
     if body.control is None:
-        others = [v for v in versions_of(family, loaded) if v != candidate]
+        others = [v for v in loaded_versions(family, loaded) if v != candidate]
         control = others[-1] if others else ""
     else:
         control = check_name(body.control, "control")
@@ -357,13 +352,13 @@ async def ab_action(mode: str, action: str, request: Request, caller: Caller = D
             loser = split["candidate"]
         else:
             family = mode
-            loaded = versions_of(family, await fb.loaded())
+            loaded = loaded_versions(family, await fb.loaded())
             if not loaded:
                 raise OpenAIError(409, f"no loaded version of {family!r} to roll back", code="nothing_to_roll_back")
             loser = loaded[-1]
         unloaded = await fb.unload(loser)
         moved = await run_in_threadpool(fb.retire, loser)
-        remaining = versions_of(split["family"] if split else mode, await fb.loaded())
+        remaining = loaded_versions(split["family"] if split else mode, await fb.loaded())
         log.info("rolled back", extra={"mode": mode, "loser": loser})
         return {"mode": mode, "action": "rollback", "removed": display(loser), "unloaded": unloaded,
                 "moved_to": moved, "now_serving": remaining[-1] if remaining else BASE}

@@ -3,7 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from ai_service.modes import UnknownModeError, latest_adapter_version, load_modes, resolve_mode
+from ai_service.modes import UnknownModeError, load_modes, resolve_mode
+from common.adapters import latest_version
 from ai_service.settings import AIServiceSettings
 from gateway.settings import GatewaySettings
 
@@ -77,5 +78,5 @@ def test_modes_resolution_and_rag_suffix(tmp_path):
 
 def test_latest_adapter_version_picks_highest_number():
     ids = ["SmolLM2-135M-Instruct", "peer-v1", "peer-v10", "peer-v2", "peerless-v99", "tutor-v3"]
-    assert latest_adapter_version("peer", ids) == "peer-v10"
-    assert latest_adapter_version("critic", ids) is None
+    assert latest_version(ids, "peer") == "peer-v10"
+    assert latest_version(ids, "critic") is None

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from llm_server.adapters import (AdapterNameError, discover_adapters, is_family, latest_by_family, latest_version,
-                                 next_version, parse_adapter_name)
+from common.adapters import (AdapterNameError, is_family, latest_by_family, latest_version, next_version,
+                             parse_adapter_name)
+from llm_server.adapters import discover_adapters
 from llm_server.device import (GIB, Capabilities, GpuInfo, ModelFacts, engine_config, lora_rank_for, parse_cpu_flags,
                                parse_meminfo, parse_nvidia_smi)
 from llm_server.pull import PullError, pull
