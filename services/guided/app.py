@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 import uuid
 
@@ -16,10 +15,11 @@ from redis.exceptions import RedisError
 from common.app import create_service_app
 from common.auth import Caller, require_service_token
 from common.errors import OpenAIError, error_body_for_status
+from common.ids import ID_PATTERN, ID_RE
 from common.logging import get_logger
 from services.guided.access import can_correct_profile, can_read_profile, can_run_session
 from services.guided.llm import LLMClient
-from services.guided.schemas import (ID_PATTERN, AssistantMessage, Choice, CourseTeachers, Guidance,
+from services.guided.schemas import (AssistantMessage, Choice, CourseTeachers, Guidance,
                                      GuidedChatRequest, GuidedChatResponse, LeakGuard, LearnerPatch,
                                      LearnerProfile, LearnerProfileList)
 from services.guided.settings import GuidedSettings
@@ -29,7 +29,6 @@ from services.guided.weak_points import writing_profile_courses, writing_weak_po
 
 log = get_logger("guided.app")
 router = APIRouter(prefix="/v1")
-_ID = re.compile(ID_PATTERN)
 MODEL_NAME = "tutorstack-guided"
 
 
@@ -38,7 +37,7 @@ def store_of(request: Request) -> LearnerStore:
 
 
 def _check_id(value: str, param: str) -> str:
-    if not _ID.match(value):
+    if not ID_RE.match(value):
         raise OpenAIError(400, f"{param} must match {ID_PATTERN}.", param=param, code="invalid_id")
     return value
 

@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ID_PATTERN = r"^[A-Za-z0-9_.@\-]{1,128}$"
+from common.ids import ID_PATTERN
+
 
 
 class GuidedMessage(BaseModel):

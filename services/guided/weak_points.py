@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from common.ids import ID_CHARS
 from common.logging import get_logger
 from services.guided.skills import BY_ID, skill_for
 
@@ -58,10 +59,6 @@ async def writing_weak_points(store, key_template: str, user_id: str, course_id:
     return normalise(record)
 
 
-# The ids both services accept (docs/learner-profile.md), so a key found by pattern names a real course.
-_ID = "[A-Za-z0-9_.@-]{1,128}"
-
-
 async def writing_profile_courses(store, key_template: str, user_id: str) -> list[str]:
     """The courses for which the writing analysis keeps a profile of this learner: the keys the template
     gives for any course (the writing service keeps no per-learner index of them, so they are found by
@@ -72,7 +69,7 @@ async def writing_profile_courses(store, key_template: str, user_id: str) -> lis
     # the template with the learner filled in and the course as a capture, e.g. learner:(course):s-42
     course_field = "\x00course\x00"
     shape = re.escape(key_template.format(course_id=course_field, user_id=user_id))
-    shape = re.compile(shape.replace(re.escape(course_field), f"({_ID})"))
+    shape = re.compile(shape.replace(re.escape(course_field), f"({ID_CHARS})"))
     try:
         keys = await store.scan_keys(key_template.format(course_id="*", user_id=user_id))
     except Exception as exc:  # another service's data: never fail a read on it

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from common.errors import OpenAIError
+from common.ids import ID_RE
 from services.writing import rubric as R
 from services.writing.metrics import Analysis, Issue, analyse, detect_language
 from services.writing.schemas import WRITING_TYPES, AnalyzeRequest, Rubric
 from services.writing.scorer import AssignmentStats, Prediction, Scorer, to_scale
-from services.writing.store import ID_RE
 
 
 def utf16_offset(text: str, index: int) -> int:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from datetime import datetime, timezone
 
 import numpy as np
 import redis.asyncio as redis
-
 from services.writing.scorer import AssignmentStats
 
-ID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 MAX_POINTS = 12
 MAX_HISTORY = 20
 RESOLVED_AT = 0.6
