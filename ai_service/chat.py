@@ -17,7 +17,7 @@ from ai_service.rag import Passage, RetrievalMode, RetrievalUnavailable, last_us
 from ai_service.routing import RoutingConfig, Tier, effective_classification, plan_route
 from ai_service.settings import AIServiceSettings
 from ai_service.upstreams import Served, UpstreamRouter
-from common.ab import AB_KEY, assign_variant
+from common.ab import ab_key, assign_variant
 from common.adapters import latest_version
 from common.auth import SERVICE_TOKEN_HEADER
 from common.errors import OpenAIError
@@ -115,7 +115,7 @@ class ChatEngine:
             return cached[1]
         split = None
         try:
-            raw = await self._redis.get(AB_KEY.format(mode=mode_name))
+            raw = await self._redis.get(ab_key(mode_name, self.settings.ab_key_prefix))
             split = json.loads(raw) if raw else None
         except Exception as exc:  # the split is an experiment; losing it for a moment must not fail chats
             log.warning("A/B split unreadable", extra={"mode": mode_name, "error": repr(exc)[:200]})

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ai_service.routing import Policy
+from common.ab import AB_KEY_PREFIX
 from common.settings import ServiceSettings
 
 
@@ -30,6 +31,8 @@ class AIServiceSettings(ServiceSettings):
     # max_tokens for requests that set none: per chat mode (a mode may set its own in CHAT_MODES_FILE),
     # and for /v1/chat/completions (0 = the engine's own limit), so a rambling model cannot run away.
     chat_default_max_tokens: int = Field(256, ge=1)
+    # where the feedback service keeps each mode's A/B split (common.ab): the same setting as feedback's
+    ab_key_prefix: str = Field(AB_KEY_PREFIX, validation_alias="FEEDBACK_AB_KEY_PREFIX")
     llm_default_max_tokens: int = Field(1024, ge=0)
     llm_base_url_local: str = "http://localhost:8000/v1"
     llm_api_key_local: str = "dummy"

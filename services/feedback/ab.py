@@ -1,28 +1,13 @@
 """Online A/B split of a mode between two versions of its adapter family (contract: docs/feedback.md).
 
-Pure helpers (no FastAPI): the Redis key, the sticky assignment, the split record's validation.
+Pure helpers (no FastAPI): the split record's validation and encoding. The Redis key and the sticky
+assignment are common.ab's, shared with ai_service, which serves the split.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime, timezone
-
-AB_KEY_PREFIX = "tutorstack:ab:"
-
-
-def ab_key(mode: str, prefix: str = AB_KEY_PREFIX) -> str:
-    return f"{prefix}{mode}"
-
-
-def bucket(mode: str, subject: str) -> int:
-    """0..99, stable for (mode, subject): the same user always lands in the same arm."""
-    return int(hashlib.sha256(f"{mode}:{subject}".encode()).hexdigest()[:8], 16) % 100
-
-
-def assign_variant(mode: str, subject: str, percent: float) -> str:
-    return "candidate" if bucket(mode, subject) < percent else "control"
 
 
 def make_split(family: str, control: str, candidate: str, percent: float, started_at: str | None = None) -> dict:

@@ -28,6 +28,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from prometheus_client import Counter, Gauge
 from starlette.concurrency import run_in_threadpool
 
+from common.ab import ab_key
 from common.adapters import versions_of
 from common.app import create_service_app
 from common.auth import Caller, require_service_token, service_headers
@@ -119,11 +120,11 @@ class Feedback:
 
     # --- A/B ----------------------------------------------------------------------------------
     async def split(self, mode: str) -> dict | None:
-        raw = await self.redis.get(ab.ab_key(mode, self.settings.ab_key_prefix))
+        raw = await self.redis.get(ab_key(mode, self.settings.ab_key_prefix))
         return json.loads(raw) if raw else None
 
     async def end_split(self, mode: str, split: dict | None) -> None:
-        await self.redis.delete(ab.ab_key(mode, self.settings.ab_key_prefix))
+        await self.redis.delete(ab_key(mode, self.settings.ab_key_prefix))
         if split:
             try:
                 self.ab_percent.remove(mode, display(split["control"]), display(split["candidate"]))
@@ -281,7 +282,7 @@ async def leaderboard(request: Request, mode: str | None = None, caller: Caller 
 
 
 def _split_out(mode: str, split: dict | None, settings: FeedbackSettings) -> ABSplit:
-    key = ab.ab_key(mode, settings.ab_key_prefix)
+    key = ab_key(mode, settings.ab_key_prefix)
     if not split:
         return ABSplit(mode=mode, active=False, redis_key=key)
     return ABSplit(mode=mode, active=True, redis_key=key, **split)
@@ -318,7 +319,7 @@ async def put_split(mode: str, body: ABSplitIn, request: Request, caller: Caller
         raise OpenAIError(400, str(exc), code="invalid_request")
     if previous:
         await fb.end_split(mode, previous)
-    await fb.redis.set(ab.ab_key(mode, fb.settings.ab_key_prefix), ab.dumps(split))
+    await fb.redis.set(ab_key(mode, fb.settings.ab_key_prefix), ab.dumps(split))
     fb.ab_percent.labels(mode, display(control), display(candidate)).set(body.percent)
     log.info("ab split set", extra={"mode": mode, **split})
     return _split_out(mode, split, fb.settings)

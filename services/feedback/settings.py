@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from common.ab import AB_KEY_PREFIX
 from common.settings import ServiceSettings
 
 
@@ -30,7 +31,7 @@ class FeedbackSettings(ServiceSettings):
     adapters_dir: Path | None = Field(default=None, validation_alias="LLM_ADAPTERS_DIR")
     arena_max_tokens: int = Field(default=64, ge=8, le=1024, validation_alias="FEEDBACK_ARENA_MAX_TOKENS")
     arena_timeout_sec: float = Field(default=120.0, gt=0, validation_alias="FEEDBACK_ARENA_TIMEOUT_SEC")
-    ab_key_prefix: str = Field(default="tutorstack:ab:", validation_alias="FEEDBACK_AB_KEY_PREFIX")
+    ab_key_prefix: str = Field(default=AB_KEY_PREFIX, validation_alias="FEEDBACK_AB_KEY_PREFIX")
 
     @model_validator(mode="after")
     def _token_outside_dev(self) -> "FeedbackSettings":

@@ -16,23 +16,23 @@ PEER = ChatMode("peer", "be a peer", adapter="peer")
 
 
 class FakeRedis:
-    def __init__(self, value=None, fail=False):
-        self.value, self.fail, self.reads = value, fail, 0
+    def __init__(self, value=None, fail=False, key="tutorstack:ab:peer"):
+        self.value, self.fail, self.reads, self.key = value, fail, 0, key
 
     async def get(self, key):
         self.reads += 1
         if self.fail:
             raise ConnectionError("redis down")
-        assert key == "tutorstack:ab:peer"
+        assert key == self.key
         return json.dumps(self.value) if self.value else None
 
     async def aclose(self):
         pass
 
 
-def engine(loaded, redis):
+def engine(loaded, redis, settings=None):
     registry = CollectorRegistry()
-    chat = ChatEngine(AIServiceSettings(), router=None, retrievals=Counter("r", "r", registry=registry),
+    chat = ChatEngine(settings or AIServiceSettings(), router=None, retrievals=Counter("r", "r", registry=registry),
                       mode_requests=Counter("m", "m", registry=registry))
     chat._redis = redis
 
@@ -81,3 +81,11 @@ def test_redis_down_means_no_split_and_reads_are_cached():
             await chat.adapter_for_mode(PEER, "s")
     asyncio.run(many())
     assert redis.reads == 1  # one Redis read a second, not one per request
+
+
+def test_the_split_is_read_where_the_feedback_service_writes_it(monkeypatch):
+    """FEEDBACK_AB_KEY_PREFIX moves the split for both services (common.ab), not for feedback alone."""
+    monkeypatch.setenv("FEEDBACK_AB_KEY_PREFIX", "school-a:ab:")
+    split = {"family": "peer", "control": "peer-v2", "candidate": "peer-v3", "percent": 100}
+    chat = engine(["base", "peer-v2", "peer-v3"], FakeRedis(split, key="school-a:ab:peer"), AIServiceSettings())
+    assert asyncio.run(chat.adapter_for_mode(PEER, "s1")) == ("peer-v3", "candidate")

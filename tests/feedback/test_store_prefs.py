@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from services.feedback.ab import assign_variant, bucket
+from common.ab import assign_variant, bucket
 from services.feedback.demo import seed_demo
 from services.feedback.store import FeedbackStore
 from training.prefs import build_pairs, export, parse_date
