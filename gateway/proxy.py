@@ -15,7 +15,7 @@ import aiohttp
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
-from common.auth import Caller
+from common.auth import GATEWAY_TOKEN_HEADER, Caller
 from common.errors import OpenAIError
 from common.logging import request_id_var
 from gateway import routes
@@ -110,7 +110,7 @@ class ProxyEndpoint:
             upstream_headers["x-request-id"] = request_id
         upstream_headers.update(Caller(key.id, key.classification, key.user_id, key.role).headers())
         if settings.ai_gateway_shared_token:
-            upstream_headers["x-tutorstack-gateway-token"] = settings.ai_gateway_shared_token
+            upstream_headers[GATEWAY_TOKEN_HEADER] = settings.ai_gateway_shared_token
         query = scope.get("query_string", b"")
         url = raw_path + ("?" + query.decode("latin-1") if query else "")
         try:

@@ -25,6 +25,7 @@ import os
 import time
 from pathlib import Path
 
+from common.auth import SERVICE_TOKEN_HEADER
 from training import prefs
 from training.config import TrainConfig, default_base_model
 
@@ -101,7 +102,7 @@ def start_ab(mode: str, candidate: str, control: str, percent: float, *, url: st
     headers = {"x-tutorstack-key-id": "training-loop", "x-tutorstack-role": "admin",
                "x-tutorstack-key-classification": "private"}
     if token:
-        headers["x-tutorstack-service-token"] = token
+        headers[SERVICE_TOKEN_HEADER] = token
     response = httpx.put(f"{url}/v1/ab/{mode}", json={"candidate": candidate, "control": control,
                                                       "percent": percent, "family": mode}, headers=headers,
                          timeout=30)

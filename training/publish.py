@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from common.adapters import is_family, versions_of
+from common.auth import SERVICE_TOKEN_HEADER
 from training.config import tutorstack_home
 
 # Only the adapter itself: a tokenizer inside a LoRA dir makes vLLM warn (it serves the base tokenizer anyway).
@@ -42,7 +43,7 @@ def _call(url: str, path: str, payload: dict, tolerate: tuple[int, ...] = ()) ->
     import httpx
 
     token = os.environ.get("LLM_SERVER_API_TOKEN", "")
-    headers = {"x-tutorstack-service-token": token} if token else {}
+    headers = {SERVICE_TOKEN_HEADER: token} if token else {}
     response = httpx.post(f"{url}{path}", json=payload, timeout=300, headers=headers)
     if response.status_code >= 400 and response.status_code not in tolerate:
         raise RuntimeError(f"llm_server {path} failed ({response.status_code}): {response.text[:500]}")

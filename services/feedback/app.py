@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from common.ab import ab_key
 from common.adapters import versions_of
 from common.app import create_service_app
-from common.auth import Caller, require_service_token, service_headers
+from common.auth import SERVICE_TOKEN_HEADER, Caller, require_service_token, service_headers
 from common.errors import OpenAIError
 from common.http import make_client
 from common.logging import get_logger
@@ -98,7 +98,7 @@ class Feedback:
 
     # --- llm_server control API ---------------------------------------------------------------
     async def llm_call(self, method: str, path: str, payload: dict | None = None) -> dict:
-        headers = {"x-tutorstack-service-token": self.settings.llm_server_token} \
+        headers = {SERVICE_TOKEN_HEADER: self.settings.llm_server_token} \
             if self.settings.llm_server_token else {}
         try:
             response = await self.llm.request(method, path, json=payload, headers=headers)
