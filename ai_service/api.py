@@ -14,6 +14,7 @@ from ai_service.auth import Caller, gateway_caller
 from ai_service.chat import ChatEngine
 from ai_service.modes import ChatMode, UnknownModeError, resolve_mode
 from ai_service.rag import RERANK, RetrievalMode, build_rag_messages, cite_completion, stream_with_citations
+from ai_service.routing import Tier
 from ai_service.schemas import (ChatCompletion, ChatCompletionChunk, ModeChatCompletion, ModeChatCompletionChunk,
                                 ModelList, chat_responses)
 from ai_service.transport import RelayResponse, dumps, loads
@@ -87,6 +88,10 @@ async def _chat_completion(body: ChatCompletionRequest, request: Request, caller
         body.max_tokens = chat.settings.llm_default_max_tokens  # bound a rambling model's answer
     moderation = chat.moderation and chat.moderation.context(request, "completions", caller, body.metadata)  # safety
     served = await chat.complete(body, model, classification, moderation)
+    if served.status == 404 and served.tier == Tier.LOCAL and served.body \
+            and served.body.get("error", {}).get("code") == "model_not_found":
+        # vLLM lists only its base model as valid; adapters and their families are valid names too
+        served.body["error"]["message"] = await chat.unknown_model_message(body.model)
     return served, chat.response_headers(served, classification)
 
 

@@ -18,7 +18,7 @@ from ai_service.routing import RoutingConfig, Tier, effective_classification, pl
 from ai_service.settings import AIServiceSettings
 from ai_service.upstreams import Served, UpstreamRouter
 from common.ab import ab_key, assign_variant
-from common.adapters import latest_version
+from common.adapters import latest_by_family, latest_version
 from common.auth import SERVICE_TOKEN_HEADER
 from common.errors import OpenAIError
 from common.http import request_id_headers
@@ -76,6 +76,13 @@ class ChatEngine:
             return [m["id"] for m in await self.local_models()]
         except Exception:
             return []  # local down: routing will find out and fall back or fail properly
+
+    async def unknown_model_message(self, requested: str) -> str:
+        ids = await self.local_model_ids()
+        families = sorted(latest_by_family(ids))
+        named = ", ".join(ids) + (f"; or an adapter family for its newest version: {', '.join(families)}"
+                                  if families else "")
+        return f"The model `{requested}` does not exist here. Valid models: {named}."
 
     async def resolve_model(self, requested: str) -> str:
         """'' means the base model; an adapter family name ('peer') means its newest version."""

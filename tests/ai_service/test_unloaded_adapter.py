@@ -68,3 +68,10 @@ def test_a_stale_model_list_is_refreshed_and_the_loaded_version_answers():
 def test_a_loaded_adapter_is_not_asked_twice():
     chat = Engine(listed=["base", "peer-v1"], served=["base", "peer-v1"])
     assert run(chat).status_code == 200 and chat.sent == ["peer-v1"] and chat.refreshes == 0
+
+
+def test_an_unknown_model_is_answered_with_every_valid_name():
+    chat = Engine(listed=["SmolLM2-135M-Instruct", "peer-v1", "peer-v2", "style-v1"], served=[])
+    message = asyncio.run(chat.unknown_model_message("gpt-9"))
+    assert message == ("The model `gpt-9` does not exist here. Valid models: SmolLM2-135M-Instruct, peer-v1, "
+                       "peer-v2, style-v1; or an adapter family for its newest version: peer, style.")

@@ -171,9 +171,12 @@ def test_request_id_is_kept_and_returned(stack):
 
 def test_upstream_4xx_is_returned_not_retried(faults):
     before = faults.cloud_proxy.requests_seen
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.NotFoundError) as caught:
         sdk(faults, key=faults.public_api_key).chat.completions.create(model="no-such-model", messages=HELLO)
     assert faults.cloud_proxy.requests_seen == before
+    error = caught.value.body  # OpenAI's shape, and the names that would have worked
+    assert error["type"] == "not_found_error" and error["code"] == "model_not_found", error
+    assert "`no-such-model` does not exist here. Valid models: " in error["message"], error
 
 
 # --- failures and fallback ----------------------------------------------------------------------
