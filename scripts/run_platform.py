@@ -103,6 +103,7 @@ def main() -> None:
         listed = ", ".join(f"{port} ({service}, {PORTS[service][0]})" for service, port in taken.items())
         sys.exit(f"[run] already in use: {listed}. Is tutorstack already running (another `make run`)? "
                  "Stop it with Ctrl-C in its terminal, or move these ports in .env.")
+
     def local(service: str, path: str = "") -> str:
         return f"http://localhost:{port_of(env, service)}" + (f"/{path}" if path else "")
 

@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.ids import ID_PATTERN
 
 
-
 class GuidedMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
     content: str = Field(max_length=8000)

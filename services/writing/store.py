@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import redis.asyncio as redis
+
 from services.writing.scorer import AssignmentStats
 
 MAX_POINTS = 12
