@@ -25,6 +25,7 @@ import os
 import time
 from pathlib import Path
 
+from common.adapters import latest_version
 from common.auth import SERVICE_TOKEN_HEADER
 from training import prefs
 from training.config import TrainConfig, default_base_model
@@ -123,7 +124,7 @@ def run_loop(family: str, *, mode: str | None = None, db: str | None = None, out
              safety_max_tokens: int = 48, safety_evaluate=None) -> dict:
     from training.publish import adapters_dir as resolve_adapters_dir
     from training.publish import publish as publish_adapter
-    from training.publish import versions
+    from training.publish import published
     from training.train import run_dpo
 
     mode = mode or family
@@ -154,10 +155,9 @@ def run_loop(family: str, *, mode: str | None = None, db: str | None = None, out
 
     # 2. DPO from the current version
     root = resolve_adapters_dir(adapters_dir)
-    found = versions(root, family)
-    if not found:
+    current = latest_version(published(root), family)
+    if current is None:
         return save(f"stopped: no published version of {family!r} in {root} to continue from")
-    current = f"{family}-v{found[-1]}"
     overrides = {"stage": "dpo", "name": f"{family}-loop", "base_model": base_model,
                  "train_files": [str(out / "prefs_train.jsonl")], "sft_adapter": str(root / current),
                  "output_dir": str(out / "adapter"), "max_steps": max_steps, "learning_rate": learning_rate,

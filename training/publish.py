@@ -12,7 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
-from common.adapters import is_family, versions_of
+from common.adapters import is_family, next_version, versions_of
 from common.auth import SERVICE_TOKEN_HEADER
 from training.config import tutorstack_home
 
@@ -28,10 +28,9 @@ def control_url(override: str | None = None) -> str:
     return (override or os.environ.get("LLM_SERVER_URL") or "http://127.0.0.1:8010").rstrip("/")
 
 
-def versions(directory: Path, family: str) -> list[int]:
-    """The family's published versions in the adapters directory, oldest first."""
-    names = [entry.name for entry in directory.iterdir() if entry.is_dir()] if directory.is_dir() else []
-    return [found.version for found in versions_of(names, family)]
+def published(directory: Path) -> list[str]:
+    """The adapter directories' names in the adapters directory (common.adapters tells the versions apart)."""
+    return [entry.name for entry in directory.iterdir() if entry.is_dir()] if directory.is_dir() else []
 
 
 def retired_dir(directory: Path) -> Path:
@@ -59,7 +58,7 @@ def publish(adapter: str, family: str, *, directory: str | None = None, url: str
                          "without a -vN suffix")
     root = adapters_dir(directory)
     root.mkdir(parents=True, exist_ok=True)
-    name = f"{family}-v{(versions(root, family) or [0])[-1] + 1}"
+    name = next_version(published(root), family)
     tmp = root / f".{name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -88,13 +87,13 @@ def _retire(root: Path, target: Path) -> Path:
 def rollback(family: str, *, directory: str | None = None, url: str | None = None, unload: bool = True) -> dict:
     """Unload the latest version and move it aside; the previous version is what gets served."""
     root = adapters_dir(directory)
-    found = versions(root, family)
+    found = versions_of(published(root), family)
     if not found:
         raise FileNotFoundError(f"no published versions of {family!r} in {root}")
-    name = f"{family}-v{found[-1]}"
+    name = str(found[-1])
     if unload:
         # 404: already not loaded (e.g. the server restarted without it); retiring it is still right.
         _call(control_url(url), "/v1/adapters/unload", {"name": name}, tolerate=(404,))
     moved = _retire(root, root / name)
-    previous = f"{family}-v{found[-2]}" if len(found) > 1 else None
+    previous = str(found[-2]) if len(found) > 1 else None
     return {"removed": name, "moved_to": str(moved), "now_serving": previous}
