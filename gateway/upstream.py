@@ -60,15 +60,16 @@ class Upstream:
         only idempotent methods by itself; nothing came back here, so a POST is safe to resend, as
         browsers and urllib3 do. A hang-up on a fresh connection is the server's answer: no retry."""
         url = URL(self.base_url + path_and_query, encoded=True)
-        for attempt in range(MAX_REUSED_HANGUPS + 1):
+        hangups = 0
+        while True:
             connection = {"reused": False}
             try:
                 return await self.session().request(method, url, data=body or None, headers=headers,
                                                     allow_redirects=False, trace_request_ctx=connection)
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                if not connection["reused"] or attempt == MAX_REUSED_HANGUPS:
+                hangups += 1
+                if not connection["reused"] or hangups > MAX_REUSED_HANGUPS:
                     raise
-        raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         if self._session is not None:
